@@ -1,0 +1,381 @@
+//! Support for the grading suites: nothing hangs, nothing collides, failures explain themselves.
+//!
+//! The rules the suites follow (see the book's instructor guide):
+//! - every socket binds port 0 on a loopback address and gets read and write timeouts
+//!   ([`udp_socket`], [`IO_TIMEOUT`]);
+//! - a server under test runs either in a thread of the test ([`ServerThread`]), whose panic
+//!   (for example a skeleton's `todo!()`) fails the test at once with the panic message, or as a
+//!   child process ([`ServerProcess`]) whose ready line is awaited with a deadline and which is
+//!   killed and reaped when the guard is dropped;
+//! - notices (a test skipped for lack of IPv6 or python3) reach the terminal even though the
+//!   test harness captures output ([`notice`]).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Read and write timeout on every socket a test creates: 5000 ms. Generous, because CI
+/// machines are small and busy; a correct implementation answers in microseconds on loopback.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a test waits for a spawned server's ready line: 10000 ms.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often waiting loops look at a server thread or process again: 20 ms.
+const POLL: Duration = Duration::from_millis(20);
+
+/// IPv4 loopback, 127.0.0.1.
+pub const LOCALHOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// IPv6 loopback, ::1.
+pub const LOCALHOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// A UDP socket bound to `127.0.0.1:0` (an ephemeral port) with [`IO_TIMEOUT`] on reads and writes.
+///
+/// # Panics
+/// When the socket cannot be created or configured: the test cannot run at all.
+pub fn udp_socket() -> UdpSocket {
+    udp_socket_on(LOCALHOST_V4)
+}
+
+/// A UDP socket bound to port 0 of the loopback address `ip`, with [`IO_TIMEOUT`] set.
+///
+/// # Panics
+/// When `ip` is not a loopback address (tests stay on this machine), or the socket cannot be
+/// created or configured.
+pub fn udp_socket_on(ip: IpAddr) -> UdpSocket {
+    assert!(ip.is_loopback(), "tests use loopback addresses only, not {ip}");
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+        .unwrap_or_else(|e| panic!("test set-up: cannot bind a UDP socket on {ip}: {e}"));
+    set_timeouts(&socket);
+    socket
+}
+
+/// Sets [`IO_TIMEOUT`] as the read and write timeout of `socket`.
+///
+/// # Panics
+/// When the operating system refuses the option.
+pub fn set_timeouts(socket: &UdpSocket) {
+    socket
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| socket.set_write_timeout(Some(IO_TIMEOUT)))
+        .unwrap_or_else(|e| panic!("test set-up: cannot set socket timeouts: {e}"));
+}
+
+/// Whether this host has a usable IPv6 loopback (`::1`); some containers and CI hosts do not.
+pub fn ipv6_loopback_available() -> bool {
+    UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
+/// Whether a `python3` interpreter runs on this host (for the interoperability tests).
+pub fn python3_available() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Prints `notice: {message}` straight to the terminal, past the test harness's capture, so
+/// that a skipped check is visible in a normal `cargo test` run.
+pub fn notice(message: &str) {
+    let _ = writeln!(io::stderr(), "notice: {message}");
+}
+
+/// Extracts the message of a panic payload (`&str` or `String`), as `todo!()` produces.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_owned()
+    }
+}
+
+/// A server (or any code under test) running in a thread of the test process.
+///
+/// Waiting methods check the thread between short polls: when it has panicked, the test fails at
+/// once with the panic's message (`not yet implemented: lab 01 step 3: ...`) instead of waiting
+/// for a socket timeout.
+pub struct ServerThread<T> {
+    name: String,
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> ServerThread<T> {
+    /// Runs `f` in a new thread named `name` (the name appears in failure messages).
+    pub fn spawn(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Self {
+        let handle = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(f)
+            .unwrap_or_else(|e| panic!("test set-up: cannot spawn thread {name}: {e}"));
+        ServerThread {
+            name: name.to_owned(),
+            handle: Some(handle),
+        }
+    }
+
+    /// Fails the test with the thread's panic message if it has panicked.
+    ///
+    /// # Panics
+    /// When the thread has panicked.
+    pub fn check(&mut self) {
+        if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(handle) = self.handle.take() {
+                if let Err(payload) = handle.join() {
+                    panic!("{} panicked: {}", self.name, panic_message(&*payload));
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the thread to finish and returns its result.
+    ///
+    /// # Panics
+    /// When the thread panicked (with its message), or is still running after `timeout`.
+    pub fn join_within(mut self, timeout: Duration) -> T {
+        let deadline = Instant::now() + timeout;
+        let handle = self
+            .handle
+            .take()
+            .unwrap_or_else(|| panic!("{} was already joined", self.name));
+        while !handle.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not finish within {} ms",
+                self.name,
+                timeout.as_millis()
+            );
+            thread::sleep(POLL);
+        }
+        handle
+            .join()
+            .unwrap_or_else(|payload| panic!("{} panicked: {}", self.name, panic_message(&*payload)))
+    }
+
+    /// Receives one datagram on `socket` within [`IO_TIMEOUT`], checking this thread meanwhile.
+    ///
+    /// Returns the bytes and the sender. `what` names the awaited datagram in the failure
+    /// message ("the reply to 'hello'").
+    ///
+    /// # Panics
+    /// When this thread panics, or nothing arrives within [`IO_TIMEOUT`].
+    pub fn recv_from(&mut self, socket: &UdpSocket, what: &str) -> (Vec<u8>, SocketAddr) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut buf = vec![0u8; 65_536];
+        let restore = socket.read_timeout().ok().flatten();
+        let _ = socket.set_read_timeout(Some(POLL));
+        let result = loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => break Ok((buf[..n].to_vec(), from)),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => break Err(e),
+            }
+            self.check();
+            if Instant::now() >= deadline {
+                break Err(io::Error::new(io::ErrorKind::TimedOut, "nothing arrived"));
+            }
+        };
+        let _ = socket.set_read_timeout(restore);
+        result.unwrap_or_else(|e| {
+            panic!(
+                "waited {} ms for {what} from {}: {e}",
+                IO_TIMEOUT.as_millis(),
+                self.name
+            )
+        })
+    }
+}
+
+/// Whether `e` is what a socket read timeout produces (`WouldBlock` on Unix, `TimedOut` on Windows).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// A server binary running as a child process, killed and reaped when dropped.
+///
+/// [`ServerProcess::start`] waits for the ready line (`listening on IP:PORT`) with a deadline;
+/// the server's stderr is collected so failure messages can show it.
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    stdout: Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    description: String,
+}
+
+impl ServerProcess {
+    /// Starts `bin` with `args` and waits up to [`READY_TIMEOUT`] for its ready line.
+    ///
+    /// # Panics
+    /// When the program cannot start, exits or prints something else first, or stays silent
+    /// past the deadline; the message includes what it printed on stderr (where a skeleton's
+    /// `todo!()` panic appears).
+    pub fn start(bin: &str, args: &[&str]) -> Self {
+        let description = format!("`{} {}`", short_name(bin), args.join(" "));
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("test set-up: cannot start {description}: {e}"));
+        let (tx, stdout) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = sink.lock() {
+                        lines.push(line);
+                    }
+                }
+            });
+        }
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::new(LOCALHOST_V4, 0),
+            stdout,
+            stderr,
+            description,
+        };
+        server.addr = server.await_ready_line();
+        server
+    }
+
+    fn await_ready_line(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.stdout.recv_timeout(POLL) {
+                Ok(line) => {
+                    return crate::ready::parse(&line).unwrap_or_else(|| {
+                        panic!(
+                            "{}: first stdout line was {line:?}, expected `listening on IP:PORT` \
+                             (see Lab 01, the ready line){}",
+                            self.description,
+                            self.stderr_report()
+                        )
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // stdout closed: the process is exiting; give stderr a moment to arrive.
+                    let status = self.wait_exit(Duration::from_secs(2));
+                    panic!(
+                        "{} exited ({}) before printing its ready line `listening on IP:PORT`{}",
+                        self.description,
+                        status.map_or("still running".to_owned(), |s| s.to_string()),
+                        self.stderr_report()
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} printed no ready line within {} ms (print `listening on IP:PORT` \
+                         and flush stdout once the socket is bound){}",
+                        self.description,
+                        READY_TIMEOUT.as_millis(),
+                        self.stderr_report()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The endpoint from the ready line.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Everything the server printed on stderr so far, one entry per line.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn stderr_report(&self) -> String {
+        // Let the stderr reader catch up with a process that just died.
+        thread::sleep(Duration::from_millis(50));
+        let lines = self.stderr_lines();
+        if lines.is_empty() {
+            String::new()
+        } else {
+            format!("\n--- its stderr ---\n{}", lines.join("\n"))
+        }
+    }
+
+    /// Waits up to `timeout` for a stderr line containing `needle` and returns it.
+    ///
+    /// # Panics
+    /// When no such line appears in time (the message shows what the server did log).
+    pub fn expect_stderr(&self, needle: &str, timeout: Duration) -> String {
+        self.expect_stderr_lines(needle, 1, timeout).remove(0)
+    }
+
+    /// Waits up to `timeout` until `count` stderr lines contain `needle`, and returns them all.
+    ///
+    /// # Panics
+    /// When fewer lines appear in time (the message shows what the server did log).
+    pub fn expect_stderr_lines(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<String> = self.stderr_lines().into_iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} logged {} of the {count} expected lines containing {needle:?} within {} ms{}",
+                self.description,
+                found.len(),
+                timeout.as_millis(),
+                self.stderr_report()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Kill and reap: no orphaned servers, no zombies, whatever the test's outcome.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn short_name(bin: &str) -> &str {
+    std::path::Path::new(bin)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(bin)
+}
