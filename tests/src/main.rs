@@ -1,1 +1,413 @@
-fn main() {}
+//! The course tool, run as `cargo lab <command>` (an alias in `.cargo/config.toml`).
+//!
+//! Students: `status`, `test N`, `hint N [STEP]`, `demo N`. Maintainers: `sync [--check]`,
+//! `verify`. The labs, steps, points and hints come from `tests/labs.toml`.
+
+mod manifest;
+mod runner;
+mod sync;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use manifest::{Lab, Manifest};
+use runner::SuiteRun;
+
+/// The sockets course tool: your progress, a lab's tests, hints and demos.
+///
+/// Start with `cargo lab status`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo lab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Your progress over all labs: tests passing per lab and step, and what to do next.
+    Status,
+    /// Run a lab's grading suite on your code and explain each failure.
+    Test {
+        /// The lab number, e.g. 1.
+        lab: u32,
+        /// Only this step's tests.
+        #[arg(long)]
+        step: Option<usize>,
+        /// Run the suite on the reference solution instead (instructors).
+        #[arg(long)]
+        solution: bool,
+    },
+    /// Show the next hint for a step (the first unfinished step if none is given).
+    Hint {
+        /// The lab number.
+        lab: u32,
+        /// The step number.
+        step: Option<usize>,
+        /// Show all of the step's hints at once.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run the reference server and clients of a lab on loopback and show the exchange.
+    Demo {
+        /// The lab number.
+        lab: u32,
+    },
+    /// Regenerate the student skeletons in labs/ from solutions/ (maintainers).
+    Sync {
+        /// Change nothing; fail if labs/ differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Prove every suite test fails on the skeleton and passes on the solution (maintainers).
+    Verify,
+}
+
+/// The repository root (the folder holding `tests/labs.toml`).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command; `Ok(false)` means it ran and reports failure (tests failing, out of sync).
+fn run(command: Cmd) -> Result<bool> {
+    let root = root();
+    let manifest = Manifest::load(&root)?;
+    match command {
+        Cmd::Status => status(&root, &manifest),
+        Cmd::Test { lab, step, solution } => test(&root, manifest.lab(lab)?, step, solution),
+        Cmd::Hint { lab, step, all } => hint(&root, manifest.lab(lab)?, step, all),
+        Cmd::Demo { lab } => demo(&root, manifest.lab(lab)?),
+        Cmd::Sync { check } => sync_command(&root, &manifest, check),
+        Cmd::Verify => verify(&root, &manifest),
+    }
+}
+
+/// Runs a suite behind a spinner (shown only on a terminal).
+fn run_with_spinner(root: &Path, package: &str, filter: Option<&str>) -> Result<SuiteRun> {
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").context("spinner style")?)
+        .with_message(format!("building and testing {package}"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let run = runner::run_suite(root, package, filter);
+    spinner.finish_and_clear();
+    run
+}
+
+fn bar(done: usize, total: usize, width: usize) -> String {
+    let filled = if total == 0 { 0 } else { done * width / total };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// The first step of `lab` with a failing (or no) test, 1-based.
+fn next_step(lab: &Lab, run: &SuiteRun) -> Option<usize> {
+    (1..=lab.steps.len()).find(|&k| {
+        let (passed, total) = run.step(k);
+        total == 0 || passed < total
+    })
+}
+
+fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
+    let mut next: Option<(&Lab, usize)> = None;
+    let (mut passed_all, mut total_all, mut complete) = (0, 0, 0);
+    let mut rows = Vec::new();
+    for lab in &manifest.labs {
+        let run = run_with_spinner(root, &lab.lab_package(), None)?;
+        passed_all += run.passed();
+        total_all += run.total();
+        let step = next_step(lab, &run);
+        if step.is_none() && run.compiled {
+            complete += 1;
+        } else if next.is_none() {
+            next = Some((lab, step.unwrap_or(1)));
+        }
+        rows.push((lab, run, step));
+    }
+    println!(
+        "Course progress {} {passed_all}/{total_all} tests, {complete} of {} labs complete\n",
+        bar(passed_all, total_all, 30),
+        manifest.labs.len()
+    );
+    for (lab, run, step) in &rows {
+        let state = if !run.compiled {
+            "does not compile".to_owned()
+        } else if step.is_none() {
+            "complete".to_owned()
+        } else {
+            format!("{}/{} tests", run.passed(), run.total())
+        };
+        let earned: u32 = (1..=lab.steps.len())
+            .filter(|&k| matches!(run.step(k), (p, t) if t > 0 && p == t))
+            .map(|k| lab.steps[k - 1].points)
+            .sum();
+        let state = format!("{state}, {earned}/{} points", lab.points());
+        println!("{}  {:<38} {} {state}", lab.name(), lab.title, bar(run.passed(), run.total(), 20));
+        if !run.compiled {
+            println!("        {}", run.compile_errors.replace('\n', "\n        "));
+            continue;
+        }
+        for (k, s) in lab.steps.iter().enumerate() {
+            let (p, t) = run.step(k + 1);
+            let mark = if t > 0 && p == t { "done" } else { "    " };
+            println!("        {mark} step {}: {:<52} {p}/{t}", k + 1, s.title);
+        }
+    }
+    println!();
+    match next {
+        None => println!("All labs complete. Well done! Try the questions at the end of each chapter."),
+        Some((lab, k)) => {
+            let step = &lab.steps[k - 1];
+            println!("Next: {} step {k}: {}", lab.name(), step.title);
+            println!("  Read:  book/src/{}#{} (mdbook serve book)", lab.chapter, step.section);
+            println!("  Edit:  {}/src/lib.rs, the todo!(\"lab {:02} step {k}: ...\")", lab.lab_dir().display(), lab.number);
+            println!("  Check: cargo test -p {} step{k}   (or: cargo lab test {} --step {k})", lab.lab_package(), lab.number);
+            println!("  Stuck: cargo lab hint {} {k}", lab.number);
+        }
+    }
+    Ok(true)
+}
+
+fn test(root: &Path, lab: &Lab, step: Option<usize>, solution: bool) -> Result<bool> {
+    if let Some(k) = step {
+        ensure!((1..=lab.steps.len()).contains(&k), "{} has steps 1 to {}", lab.name(), lab.steps.len());
+    }
+    let package = if solution { lab.solution_package() } else { lab.lab_package() };
+    let filter = step.map(Lab::step_prefix);
+    let run = run_with_spinner(root, &package, filter.as_deref())?;
+    if !run.compiled {
+        println!("{package} does not compile:\n{}", run.compile_errors);
+        return Ok(false);
+    }
+    for (k, s) in lab.steps.iter().enumerate() {
+        let (p, t) = run.step(k + 1);
+        if t == 0 {
+            continue;
+        }
+        println!("Step {}: {} ({p}/{t})", k + 1, s.title);
+        for (name, ok) in run.results.iter().filter(|(n, _)| Lab::step_of(n) == Some(k + 1)) {
+            println!("  {} {name}", if *ok { "pass" } else { "FAIL" });
+            if let Some(why) = run.failures.get(name) {
+                for line in why.lines().take(8) {
+                    println!("         {line}");
+                }
+            }
+        }
+    }
+    println!("\n{} of {} tests pass.", run.passed(), run.total());
+    match next_step(lab, &run).filter(|_| run.passed() < run.total()) {
+        None => println!("{} is complete.", lab.name()),
+        Some(k) => println!(
+            "Work on step {k}: read book/src/{}#{}; a hint: cargo lab hint {} {k}",
+            lab.chapter,
+            lab.steps[k - 1].section,
+            lab.number
+        ),
+    }
+    Ok(run.passed() == run.total())
+}
+
+fn hint(root: &Path, lab: &Lab, step: Option<usize>, all: bool) -> Result<bool> {
+    let k = match step {
+        Some(k) => k,
+        None => {
+            let run = run_with_spinner(root, &lab.lab_package(), None)?;
+            match next_step(lab, &run) {
+                Some(k) => k,
+                None => {
+                    println!("{} is complete; name a step to see its hints: cargo lab hint {} STEP", lab.name(), lab.number);
+                    return Ok(true);
+                }
+            }
+        }
+    };
+    let s = lab
+        .steps
+        .get(k.wrapping_sub(1))
+        .with_context(|| format!("{} has steps 1 to {}", lab.name(), lab.steps.len()))?;
+    ensure!(!s.hints.is_empty(), "{} step {k} has no hints", lab.name());
+    // Hints are shown one at a time; how many were shown is kept under target/.
+    let state = root.join("target/course-hints").join(format!("{:02}-{k}", lab.number));
+    let shown: usize = std::fs::read_to_string(&state).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let upto = if all { s.hints.len() } else { (shown + 1).min(s.hints.len()) };
+    println!("{} step {k}: {}", lab.name(), s.title);
+    for (i, h) in s.hints.iter().enumerate().take(upto) {
+        println!("  Hint {} of {}: {h}", i + 1, s.hints.len());
+    }
+    if upto < s.hints.len() {
+        println!("  (run the same command again for the next hint)");
+    }
+    println!("  Read: book/src/{}#{}", lab.chapter, s.section);
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&state, upto.to_string()).ok();
+    Ok(true)
+}
+
+/// The path of a workspace binary after `cargo build -p <package>`.
+fn built_binary(root: &Path, package: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--quiet", "-p", package])
+        .status()
+        .context("cannot run cargo build")?;
+    ensure!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("debug").join(format!("{package}{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn demo(root: &Path, lab: &Lab) -> Result<bool> {
+    let demo = lab.demo.as_ref().with_context(|| format!("{} has no demo", lab.name()))?;
+    // The reference when it is there; in a student handout, the student's own lab.
+    let package = if root.join(lab.solution_dir()).exists() { lab.solution_package() } else { lab.lab_package() };
+    let bin = built_binary(root, &package)?;
+    println!("$ {package} {}", demo.server.join(" "));
+    let mut server = Command::new(&bin)
+        .args(&demo.server)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let result = demo_clients(&mut server, &bin, &package, &demo.clients);
+    let _ = server.kill();
+    let _ = server.wait();
+    if let Some(err) = server.stderr.take() {
+        println!("\nthe server's log (stderr):");
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            println!("  {line}");
+        }
+    }
+    result
+}
+
+fn demo_clients(server: &mut std::process::Child, bin: &Path, package: &str, clients: &[Vec<String>]) -> Result<bool> {
+    let out = server.stdout.take().context("server stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the server printed no ready line within 10 s")?;
+    print!("{line}");
+    let addr = common::ready::parse(&line).with_context(|| format!("not a ready line: {line:?}"))?;
+    let mut ok = true;
+    for args in clients {
+        let args: Vec<String> = args.iter().map(|a| a.replace("{addr}", &addr.to_string())).collect();
+        println!("\n$ {package} {}", args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" "));
+        let started = Instant::now();
+        let output = Command::new(bin).args(&args).output().context("cannot run the client")?;
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        println!("  ({} ms, exit status {})", started.elapsed().as_millis(), output.status.code().unwrap_or(-1));
+        ok &= output.status.success();
+    }
+    // Let the server write its last log lines before it is stopped.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(ok)
+}
+
+fn shell_word(arg: &str) -> String {
+    if arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/[]".contains(c)) {
+        arg.to_owned()
+    } else {
+        format!("\"{arg}\"")
+    }
+}
+
+fn sync_command(root: &Path, manifest: &Manifest, check: bool) -> Result<bool> {
+    let stale = sync::sync(root, &manifest.labs, check)?;
+    if stale.is_empty() {
+        println!("labs/ is in sync with solutions/");
+        return Ok(true);
+    }
+    for path in &stale {
+        println!("{} {}", if check { "out of date:" } else { "wrote" }, path.display());
+    }
+    if check {
+        println!("labs/ differs from what solutions/ generates: run `cargo lab sync` and commit the result");
+    }
+    Ok(!check)
+}
+
+fn verify(root: &Path, manifest: &Manifest) -> Result<bool> {
+    let stale = sync::sync(root, &manifest.labs, true)?;
+    if !stale.is_empty() {
+        bail!(
+            "labs/ is not the freshly generated skeleton ({} files differ); run `cargo lab sync` first",
+            stale.len()
+        );
+    }
+    let mut ok = true;
+    for lab in &manifest.labs {
+        let solution = run_with_spinner(root, &lab.solution_package(), None)?;
+        let skeleton = run_with_spinner(root, &lab.lab_package(), None)?;
+        let mut problems = Vec::new();
+        if !solution.compiled || !skeleton.compiled {
+            problems.push(format!(
+                "does not compile: {}{}",
+                solution.compile_errors, skeleton.compile_errors
+            ));
+        }
+        if solution.total() == 0 {
+            problems.push("the suite has no tests".to_owned());
+        }
+        for (name, passed) in &solution.results {
+            if !passed {
+                problems.push(format!("{name} fails on the solution: {}", solution.failures.get(name).map_or("", |s| s.as_str())));
+            }
+            match skeleton.results.get(name) {
+                Some(false) => {}
+                Some(true) => problems.push(format!("{name} passes on the skeleton: it checks nothing the student writes")),
+                None => problems.push(format!("{name} did not run on the skeleton")),
+            }
+            match Lab::step_of(name) {
+                Some(k) if (1..=lab.steps.len()).contains(&k) => {}
+                _ => problems.push(format!("{name} belongs to no step of labs.toml (name it stepK_...)")),
+            }
+        }
+        for k in 1..=lab.steps.len() {
+            if solution.step(k).1 == 0 {
+                problems.push(format!("step {k} has no tests"));
+            }
+        }
+        println!(
+            "{}: solution passes {}/{}, skeleton fails {}/{}, {} steps",
+            lab.name(),
+            solution.passed(),
+            solution.total(),
+            skeleton.total() - skeleton.passed(),
+            skeleton.total(),
+            lab.steps.len()
+        );
+        for p in &problems {
+            println!("  problem: {p}");
+        }
+        ok &= problems.is_empty();
+    }
+    println!("{}", if ok { "verify: ok" } else { "verify: FAILED" });
+    Ok(ok)
+}
