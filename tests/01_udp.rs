@@ -18,12 +18,15 @@ use assert_cmd::Command;
 use common::relay::{Faults, UdpRelay};
 use common::testing::{
     LOCALHOST_V6, ServerProcess, ServerThread, ipv6_loopback_available, notice, udp_socket, udp_socket_on,
+    within,
 };
 
 use crate::{BIN, lab};
 
 /// How long a test lets a client binary run before killing it.
 const CLIENT_RUN_LIMIT: Duration = Duration::from_secs(15);
+/// The longest a single library call may take before the test calls it hung.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
 /// Extra time allowed over a computed timeout budget, for slow, busy machines.
 const SLACK: Duration = Duration::from_millis(2000);
 
@@ -65,7 +68,28 @@ fn echo_thread(socket: UdpSocket, count: usize) -> ServerThread<()> {
 fn serve_one_thread(config: lab::ServerConfig) -> (SocketAddr, ServerThread<std::io::Result<lab::Served>>) {
     let socket = udp_socket();
     let addr = addr_of(&socket);
-    let thread = ServerThread::spawn("the server thread (serve_one)", move || lab::serve_one(&socket, &config));
+    let thread = ServerThread::spawn("the server thread (serve_one)", move || {
+        lab::serve_one(&socket, &config)
+    });
+    (addr, thread)
+}
+
+/// What a `serve` thread returns: its result, and every outcome it logged.
+type ServeLog = (Result<u64, String>, Vec<Result<lab::Served, String>>);
+
+/// A server thread running the student's `serve` with `max_requests`, collecting its log.
+fn serve_thread(max_requests: u64) -> (SocketAddr, ServerThread<ServeLog>) {
+    let socket = udp_socket();
+    let addr = addr_of(&socket);
+    let thread = ServerThread::spawn("the server thread (serve)", move || {
+        let mut log = Vec::new();
+        let cfg = lab::ServerConfig {
+            max_requests: Some(max_requests),
+            ..config(1000, false)
+        };
+        let served = lab::serve(&socket, &cfg, |o| log.push(o.cloned().map_err(|e| e.to_string())));
+        (served.map_err(|e| e.to_string()), log)
+    });
     (addr, thread)
 }
 
@@ -98,24 +122,38 @@ fn step1_bind_port_zero_gives_an_ephemeral_port() {
     let socket = lab::bind("127.0.0.1:0".parse().expect("addr")).expect("bind 127.0.0.1:0");
     let local = addr_of(&socket);
     assert_eq!(local.ip().to_string(), "127.0.0.1", "bound to the wrong address");
-    assert_ne!(local.port(), 0, "port 0 asks the OS for an ephemeral port; local_addr() must show the real one");
+    assert_ne!(
+        local.port(),
+        0,
+        "port 0 asks the OS for an ephemeral port; local_addr() must show the real one"
+    );
 }
 
 #[test]
 fn step1_bind_reports_a_port_in_use() {
     let holder = udp_socket();
-    let err = lab::bind(addr_of(&holder)).expect_err(
-        "binding a port another socket holds must fail (see Lab 01 § Ports and binding)",
+    let err = lab::bind(addr_of(&holder))
+        .expect_err("binding a port another socket holds must fail (see Lab 01 § Ports and binding)");
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::AddrInUse,
+        "unexpected error: {err}"
     );
-    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "unexpected error: {err}");
 }
 
 #[test]
 fn step1_server_binary_prints_its_ready_line() {
     let server = ServerProcess::start(BIN, &["server", "--port", "0"]);
     let addr = server.addr();
-    assert!(addr.ip().is_loopback(), "the server binds 127.0.0.1 by default, got {addr}");
-    assert_ne!(addr.port(), 0, "the ready line must show the ephemeral port, not 0");
+    assert!(
+        addr.ip().is_loopback(),
+        "the server binds 127.0.0.1 by default, got {addr}"
+    );
+    assert_ne!(
+        addr.port(),
+        0,
+        "the ready line must show the ephemeral port, not 0"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,7 +197,9 @@ fn step2_detects_truncation_at_the_boundary() {
     let receiver = udp_socket();
     let sender = udp_socket();
     for (len, fits) in [(1000, true), (1001, false), (1500, false)] {
-        sender.send_to(&vec![b'x'; len], addr_of(&receiver)).expect("send");
+        sender
+            .send_to(&vec![b'x'; len], addr_of(&receiver))
+            .expect("send");
         let got = lab::recv_datagram(&receiver, 1000).expect("recv_datagram");
         match got {
             lab::Received::Datagram { payload, .. } => assert!(
@@ -173,7 +213,10 @@ fn step2_detects_truncation_at_the_boundary() {
                 capacity,
                 at_least,
             } => {
-                assert!(!fits, "a {len}-byte datagram fits a 1000-byte buffer exactly; it is not truncated");
+                assert!(
+                    !fits,
+                    "a {len}-byte datagram fits a 1000-byte buffer exactly; it is not truncated"
+                );
                 assert_eq!(from, addr_of(&sender), "wrong sender for the truncated datagram");
                 assert_eq!(capacity, 1000, "capacity must be the buffer size asked for");
                 assert!(
@@ -188,14 +231,22 @@ fn step2_detects_truncation_at_the_boundary() {
 #[test]
 fn step2_returns_the_timeout_error() {
     let receiver = udp_socket();
-    receiver.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let started = Instant::now();
     let err = lab::recv_datagram(&receiver, 100).expect_err("nothing was sent, so the read must time out");
     assert!(
-        matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
         "a read timeout shows as WouldBlock (Unix) or TimedOut (Windows), got {err}"
     );
-    assert!(started.elapsed() < Duration::from_millis(200) + SLACK, "returned too late");
+    assert!(
+        started.elapsed() < Duration::from_millis(200) + SLACK,
+        "returned too late"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,7 +260,9 @@ fn step3_echoes_to_the_sender() {
     let (reply, from) = thread.recv_from(&client, "the reply to \"hello\"");
     assert_eq!(text(&reply), "hello");
     assert_eq!(from, server, "the reply must come from the server's socket");
-    let outcome = thread.join_within(Duration::from_secs(5)).expect("serve_one succeeds");
+    let outcome = thread
+        .join_within(Duration::from_secs(5))
+        .expect("serve_one succeeds");
     assert_eq!(
         outcome,
         lab::Served::Replied {
@@ -251,7 +304,11 @@ fn step3_empty_request_gets_an_empty_reply() {
     let client = udp_socket();
     client.send_to(b"", server).expect("send");
     let (reply, _) = thread.recv_from(&client, "an empty reply to an empty datagram");
-    assert!(reply.is_empty(), "expected an empty reply, got {} bytes", reply.len());
+    assert!(
+        reply.is_empty(),
+        "expected an empty reply, got {} bytes",
+        reply.len()
+    );
 }
 
 #[test]
@@ -276,7 +333,9 @@ fn step3_truncated_datagram_is_not_echoed() {
     let (server, thread) = serve_one_thread(config(1000, false));
     let client = udp_socket();
     client.send_to(&[b'a'; 1500], server).expect("send");
-    let outcome = thread.join_within(Duration::from_secs(5)).expect("serve_one succeeds");
+    let outcome = thread
+        .join_within(Duration::from_secs(5))
+        .expect("serve_one succeeds");
     assert!(
         matches!(outcome, lab::Served::Dropped { capacity: 1000, from, .. } if from == addr_of(&client)),
         "a 1500-byte datagram into a 1000-byte buffer must be dropped, got {outcome:?}"
@@ -293,17 +352,7 @@ fn step3_truncated_datagram_is_not_echoed() {
 
 #[test]
 fn step4_serves_max_requests_and_logs_each() {
-    let socket = udp_socket();
-    let server = addr_of(&socket);
-    let mut thread = ServerThread::spawn("the server thread (serve)", move || {
-        let mut log = Vec::new();
-        let cfg = lab::ServerConfig {
-            max_requests: Some(3),
-            ..config(1000, false)
-        };
-        let served = lab::serve(&socket, &cfg, |o| log.push(o.map(Clone::clone).map_err(|e| e.to_string())));
-        (served.map_err(|e| e.to_string()), log)
-    });
+    let (server, mut thread) = serve_thread(3);
     let client = udp_socket();
     for i in 0..3 {
         let msg = format!("request {i}");
@@ -312,29 +361,27 @@ fn step4_serves_max_requests_and_logs_each() {
         assert_eq!(text(&reply), msg);
     }
     let (served, log) = thread.join_within(Duration::from_secs(5));
-    assert_eq!(served, Ok(3), "serve must return after max_requests = 3 datagrams");
+    assert_eq!(
+        served,
+        Ok(3),
+        "serve must return after max_requests = 3 datagrams"
+    );
     assert_eq!(log.len(), 3, "one log entry per request expected, got {log:?}");
     assert!(log.iter().all(Result::is_ok), "{log:?}");
 }
 
 #[test]
 fn step4_truncation_is_logged_and_the_next_datagram_served() {
-    let socket = udp_socket();
-    let server = addr_of(&socket);
-    let mut thread = ServerThread::spawn("the server thread (serve)", move || {
-        let mut log = Vec::new();
-        let cfg = lab::ServerConfig {
-            max_requests: Some(2),
-            ..config(1000, false)
-        };
-        let served = lab::serve(&socket, &cfg, |o| log.push(o.map(Clone::clone).map_err(|e| e.to_string())));
-        (served.map_err(|e| e.to_string()), log)
-    });
+    let (server, mut thread) = serve_thread(2);
     let client = udp_socket();
     client.send_to(&[b'z'; 1500], server).expect("send");
     client.send_to(b"next", server).expect("send");
     let (reply, _) = thread.recv_from(&client, "the reply to \"next\" after a truncated datagram");
-    assert_eq!(text(&reply), "next", "the truncated datagram must not be echoed, the next one must");
+    assert_eq!(
+        text(&reply),
+        "next",
+        "the truncated datagram must not be echoed, the next one must"
+    );
     let (served, log) = thread.join_within(Duration::from_secs(5));
     assert_eq!(served, Ok(2), "a dropped datagram counts as served");
     assert!(
@@ -346,13 +393,18 @@ fn step4_truncation_is_logged_and_the_next_datagram_served() {
 #[test]
 fn step4_returns_the_error_when_the_socket_times_out() {
     let socket = udp_socket();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let thread = ServerThread::spawn("the server thread (serve)", move || {
         lab::serve(&socket, &config(1000, false), |_| {}).map_err(|e| e.kind())
     });
     let result = thread.join_within(Duration::from_millis(200) + SLACK);
     assert!(
-        matches!(result, Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        matches!(
+            result,
+            Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        ),
         "serve must return the read-timeout error, not loop on it; got {result:?}"
     );
 }
@@ -363,8 +415,16 @@ fn step4_server_binary_serves_two_clients_separately() {
     let (a, b) = (udp_socket(), udp_socket());
     a.send_to(b"from A", server.addr()).expect("send");
     b.send_to(b"from B", server.addr()).expect("send");
-    assert_eq!(text(&recv(&b, "B's reply").0), "from B", "client B got another client's reply");
-    assert_eq!(text(&recv(&a, "A's reply").0), "from A", "client A got another client's reply");
+    assert_eq!(
+        text(&recv(&b, "B's reply").0),
+        "from B",
+        "client B got another client's reply"
+    );
+    assert_eq!(
+        text(&recv(&a, "A's reply").0),
+        "from A",
+        "client A got another client's reply"
+    );
 }
 
 #[test]
@@ -388,7 +448,11 @@ fn step4_server_binary_logs_truncation_and_keeps_serving() {
     );
     client.send_to(b"still there?", server.addr()).expect("send");
     let (reply, _) = recv(&client, "a reply after the truncated datagram");
-    assert_eq!(text(&reply), "still there?", "got a reply to the truncated datagram instead");
+    assert_eq!(
+        text(&reply),
+        "still there?",
+        "got a reply to the truncated datagram instead"
+    );
     // One log line per datagram, each naming the sender.
     server.expect_stderr_lines(&me, 2, Duration::from_secs(5));
 }
@@ -417,8 +481,15 @@ fn step5_attempt_returns_the_reply() {
     let server_addr = addr_of(&server);
     let _echo = echo_thread(server, 1);
     let client = udp_socket();
-    let reply = lab::attempt(&client, server_addr, b"ping", Duration::from_secs(3), 100).expect("attempt");
-    assert_eq!(reply.as_deref(), Some(&b"ping"[..]), "sent \"ping\" to an echo server");
+    let reply = within(CALL_LIMIT, "lab::attempt", move || {
+        lab::attempt(&client, server_addr, b"ping", Duration::from_secs(3), 100)
+    })
+    .expect("attempt");
+    assert_eq!(
+        reply.as_deref(),
+        Some(&b"ping"[..]),
+        "sent \"ping\" to an echo server"
+    );
 }
 
 #[test]
@@ -426,15 +497,23 @@ fn step5_attempt_times_out_against_a_silent_socket() {
     let silent = udp_socket();
     let client = udp_socket();
     let timeout = Duration::from_millis(300);
+    let silent_addr = addr_of(&silent);
     let started = Instant::now();
-    let reply = lab::attempt(&client, addr_of(&silent), b"anyone?", timeout, 100).expect("attempt");
+    let reply = within(CALL_LIMIT, "lab::attempt", move || {
+        lab::attempt(&client, silent_addr, b"anyone?", timeout, 100)
+    })
+    .expect("attempt");
     let took = started.elapsed();
     assert_eq!(reply, None, "nobody replied, so the attempt must return None");
     assert!(
         took >= timeout * 8 / 10 && took <= timeout + SLACK,
         "the attempt took {took:?} with a {timeout:?} timeout (see Lab 01 § Timeouts)"
     );
-    assert_eq!(recv(&silent, "the request").0, b"anyone?", "the request must be sent");
+    assert_eq!(
+        recv(&silent, "the request").0,
+        b"anyone?",
+        "the request must be sent"
+    );
 }
 
 #[test]
@@ -450,7 +529,10 @@ fn step5_attempt_ignores_a_stranger() {
         server.send_to(b"real reply", client).expect("reply");
     });
     let client = udp_socket();
-    let reply = lab::attempt(&client, server_addr, b"request", Duration::from_secs(3), 100).expect("attempt");
+    let reply = within(CALL_LIMIT, "lab::attempt", move || {
+        lab::attempt(&client, server_addr, b"request", Duration::from_secs(3), 100)
+    })
+    .expect("attempt");
     assert_eq!(
         reply.as_deref().map(text),
         Some("real reply".to_owned()),
@@ -464,6 +546,7 @@ fn step5_strangers_do_not_extend_the_timeout() {
     let silent = udp_socket();
     let client = udp_socket();
     let client_addr = addr_of(&client);
+    let silent_addr = addr_of(&silent);
     let stop = Arc::new(AtomicBool::new(false));
     let flood_stop = Arc::clone(&stop);
     let flood = thread::spawn(move || {
@@ -476,11 +559,16 @@ fn step5_strangers_do_not_extend_the_timeout() {
     });
     let timeout = Duration::from_millis(400);
     let started = Instant::now();
-    let reply = lab::attempt(&client, addr_of(&silent), b"hello?", timeout, 100);
+    let reply = within(CALL_LIMIT, "lab::attempt", move || {
+        lab::attempt(&client, silent_addr, b"hello?", timeout, 100)
+    });
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let _ = flood.join();
-    assert!(matches!(reply, Ok(None)), "only strangers spoke; expected Ok(None), got {reply:?}");
+    assert!(
+        matches!(reply, Ok(None)),
+        "only strangers spoke; expected Ok(None), got {reply:?}"
+    );
     assert!(
         took <= timeout + Duration::from_millis(600),
         "with a stranger sending every 50 ms the attempt took {took:?} for a {timeout:?} timeout: \
@@ -504,7 +592,10 @@ fn step6_request_round_trip() {
     let server = udp_socket();
     let server_addr = addr_of(&server);
     let _echo = echo_thread(server, 1);
-    let reply = lab::request(server_addr, b"round trip", &options(3000, 0)).expect("request");
+    let reply = within(CALL_LIMIT, "lab::request", move || {
+        lab::request(server_addr, b"round trip", &options(3000, 0))
+    })
+    .expect("request");
     assert_eq!(text(&reply), "round trip");
 }
 
@@ -518,7 +609,10 @@ fn step6_retransmits_after_a_lost_request() {
         ..Faults::default()
     };
     let relay = UdpRelay::start(server_addr, lossy, Faults::default(), 1).expect("relay");
-    let reply = lab::request(relay.addr(), b"second time lucky", &options(300, 2));
+    let relay_addr = relay.addr();
+    let reply = within(CALL_LIMIT, "lab::request", move || {
+        lab::request(relay_addr, b"second time lucky", &options(300, 2))
+    });
     assert_eq!(
         reply.map(|r| text(&r)).map_err(|e| e.to_string()),
         Ok("second time lucky".to_owned()),
@@ -531,8 +625,11 @@ fn step6_retransmits_after_a_lost_request() {
 #[test]
 fn step6_gives_up_after_retries() {
     let silent = udp_socket();
+    let silent_addr = addr_of(&silent);
     let started = Instant::now();
-    let result = lab::request(addr_of(&silent), b"hello?", &options(200, 2));
+    let result = within(CALL_LIMIT, "lab::request", move || {
+        lab::request(silent_addr, b"hello?", &options(200, 2))
+    });
     let took = started.elapsed();
     match result {
         Err(lab::RequestError::NoReply {
@@ -552,11 +649,16 @@ fn step6_gives_up_after_retries() {
         "3 attempts of 200 ms took {took:?}"
     );
     let mut sent = 0;
-    silent.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     while silent.recv_from(&mut [0u8; 64]).is_ok() {
         sent += 1;
     }
-    assert_eq!(sent, 3, "the silent server must have received the request 3 times");
+    assert_eq!(
+        sent, 3,
+        "the silent server must have received the request 3 times"
+    );
 }
 
 #[test]
@@ -572,16 +674,35 @@ fn step6_client_binary_reports_no_reply_in_one_line() {
     let silent = udp_socket();
     let target = addr_of(&silent).to_string();
     let started = Instant::now();
-    let out = run_client(&["--server", &target, "--timeout", "200", "--retries", "1", "hello?"]);
+    let out = run_client(&[
+        "--server",
+        &target,
+        "--timeout",
+        "200",
+        "--retries",
+        "1",
+        "hello?",
+    ]);
     let took = started.elapsed();
     assert!(!out.status.success(), "no reply must give a non-zero exit status");
-    assert!(out.stdout.is_empty(), "nothing may be printed as a reply: {}", text(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing may be printed as a reply: {}",
+        text(&out.stdout)
+    );
     let err = text(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one error line expected: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one error line expected: {err:?}"
+    );
     for part in [target.as_str(), "2 attempts", "200 ms"] {
         assert!(err.contains(part), "the error line must say {part:?}: {err:?}");
     }
-    assert!(took <= Duration::from_millis(400) + SLACK, "the client took {took:?}");
+    assert!(
+        took <= Duration::from_millis(400) + SLACK,
+        "the client took {took:?}"
+    );
 }
 
 #[test]
@@ -596,7 +717,11 @@ fn step6_client_binary_ignores_a_stray_datagram() {
     });
     let out = run_client(&["--server", &server_addr.to_string(), "--timeout", "3000", "hi"]);
     assert!(out.status.success(), "client failed: {}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "Reply: genuine\n", "the stray datagram must be ignored, not printed");
+    assert_eq!(
+        text(&out.stdout),
+        "Reply: genuine\n",
+        "the stray datagram must be ignored, not printed"
+    );
 }
 
 #[test]
@@ -611,17 +736,27 @@ fn step6_client_binary_resolves_localhost_and_ipv6() {
     let port = addr_of(&server).port();
     let _echo = echo_thread(server, 1);
     let out = run_client(&["--server", &format!("localhost:{port}"), "by name"]);
-    assert!(out.status.success(), "client with localhost:{port} failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client with localhost:{port} failed: {}",
+        text(&out.stderr)
+    );
     assert_eq!(text(&out.stdout), "Reply: by name\n");
 
     if !ipv6_loopback_available() {
-        notice("no IPv6 loopback (::1) on this host: skipped the [::1]:PORT part of step6_client_binary_resolves_localhost_and_ipv6");
+        notice(
+            "no IPv6 loopback (::1) on this host: skipped the [::1]:PORT part of step6_client_binary_resolves_localhost_and_ipv6",
+        );
         return;
     }
     let server = udp_socket_on(LOCALHOST_V6);
     let target = addr_of(&server).to_string();
     let _echo6 = echo_thread(server, 1);
     let out = run_client(&["--server", &target, "over IPv6"]);
-    assert!(out.status.success(), "client with {target} failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client with {target} failed: {}",
+        text(&out.stderr)
+    );
     assert_eq!(text(&out.stdout), "Reply: over IPv6\n");
 }

@@ -66,7 +66,12 @@ mod tests {
     fn accepts_ipv4_ipv6_and_names() {
         assert_eq!(parse("[::1]:7").expect("v6").addrs[0].port(), 7);
         let local = parse("localhost:6789").expect("localhost resolves");
-        assert!(local.addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 6789));
+        assert!(
+            local
+                .addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 6789)
+        );
     }
 
     #[test]

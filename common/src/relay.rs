@@ -182,7 +182,11 @@ impl Pipe {
             if !f.delay.is_zero() {
                 thread::sleep(f.delay);
             }
-            let copies = if f.duplicate > 0.0 && self.rng.f64() < f.duplicate { 2 } else { 1 };
+            let copies = if f.duplicate > 0.0 && self.rng.f64() < f.duplicate {
+                2
+            } else {
+                1
+            };
             if self.held.is_none() && f.reorder > 0.0 && self.rng.f64() < f.reorder {
                 self.held = Some((datagram, to));
                 continue;
@@ -253,9 +257,14 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_servers() {
-        let err = UdpRelay::start("192.0.2.1:9".parse().expect("addr"), Faults::default(), Faults::default(), 0)
-            .err()
-            .expect("refused");
+        let err = UdpRelay::start(
+            "192.0.2.1:9".parse().expect("addr"),
+            Faults::default(),
+            Faults::default(),
+            0,
+        )
+        .err()
+        .expect("refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -192,6 +192,17 @@ impl<T: Send + 'static> ServerThread<T> {
     }
 }
 
+/// Runs `f` (a call into the code under test that might block) in its own thread and waits at
+/// most `limit` for its result, so a call that waits forever fails its test instead of hanging
+/// the suite. `what` names the call in the failure message.
+///
+/// # Panics
+/// When `f` panics (with its message) or is still running after `limit` (the thread is left
+/// behind; the test process ends soon after).
+pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    ServerThread::spawn(what, f).join_within(limit)
+}
+
 /// Whether `e` is what a socket read timeout produces (`WouldBlock` on Unix, `TimedOut` on Windows).
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
@@ -331,7 +342,11 @@ impl ServerProcess {
     pub fn expect_stderr_lines(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found: Vec<String> = self.stderr_lines().into_iter().filter(|l| l.contains(needle)).collect();
+            let found: Vec<String> = self
+                .stderr_lines()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
             if found.len() >= count {
                 return found;
             }

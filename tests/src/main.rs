@@ -114,7 +114,7 @@ fn run_with_spinner(root: &Path, package: &str, filter: Option<&str>) -> Result<
 }
 
 fn bar(done: usize, total: usize, width: usize) -> String {
-    let filled = if total == 0 { 0 } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(0);
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
@@ -160,7 +160,12 @@ fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
             .map(|k| lab.steps[k - 1].points)
             .sum();
         let state = format!("{state}, {earned}/{} points", lab.points());
-        println!("{}  {:<38} {} {state}", lab.name(), lab.title, bar(run.passed(), run.total(), 20));
+        println!(
+            "{}  {:<38} {} {state}",
+            lab.name(),
+            lab.title,
+            bar(run.passed(), run.total(), 20)
+        );
         if !run.compiled {
             println!("        {}", run.compile_errors.replace('\n', "\n        "));
             continue;
@@ -177,9 +182,20 @@ fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
         Some((lab, k)) => {
             let step = &lab.steps[k - 1];
             println!("Next: {} step {k}: {}", lab.name(), step.title);
-            println!("  Read:  book/src/{}#{} (mdbook serve book)", lab.chapter, step.section);
-            println!("  Edit:  {}/src/lib.rs, the todo!(\"lab {:02} step {k}: ...\")", lab.lab_dir().display(), lab.number);
-            println!("  Check: cargo test -p {} step{k}   (or: cargo lab test {} --step {k})", lab.lab_package(), lab.number);
+            println!(
+                "  Read:  book/src/{}#{} (mdbook serve book)",
+                lab.chapter, step.section
+            );
+            println!(
+                "  Edit:  {}/src/lib.rs, the todo!(\"lab {:02} step {k}: ...\")",
+                lab.lab_dir().display(),
+                lab.number
+            );
+            println!(
+                "  Check: cargo test -p {} step{k}   (or: cargo lab test {} --step {k})",
+                lab.lab_package(),
+                lab.number
+            );
             println!("  Stuck: cargo lab hint {} {k}", lab.number);
         }
     }
@@ -188,9 +204,18 @@ fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
 
 fn test(root: &Path, lab: &Lab, step: Option<usize>, solution: bool) -> Result<bool> {
     if let Some(k) = step {
-        ensure!((1..=lab.steps.len()).contains(&k), "{} has steps 1 to {}", lab.name(), lab.steps.len());
+        ensure!(
+            (1..=lab.steps.len()).contains(&k),
+            "{} has steps 1 to {}",
+            lab.name(),
+            lab.steps.len()
+        );
     }
-    let package = if solution { lab.solution_package() } else { lab.lab_package() };
+    let package = if solution {
+        lab.solution_package()
+    } else {
+        lab.lab_package()
+    };
     let filter = step.map(Lab::step_prefix);
     let run = run_with_spinner(root, &package, filter.as_deref())?;
     if !run.compiled {
@@ -233,7 +258,11 @@ fn hint(root: &Path, lab: &Lab, step: Option<usize>, all: bool) -> Result<bool> 
             match next_step(lab, &run) {
                 Some(k) => k,
                 None => {
-                    println!("{} is complete; name a step to see its hints: cargo lab hint {} STEP", lab.name(), lab.number);
+                    println!(
+                        "{} is complete; name a step to see its hints: cargo lab hint {} STEP",
+                        lab.name(),
+                        lab.number
+                    );
                     return Ok(true);
                 }
             }
@@ -245,9 +274,18 @@ fn hint(root: &Path, lab: &Lab, step: Option<usize>, all: bool) -> Result<bool> 
         .with_context(|| format!("{} has steps 1 to {}", lab.name(), lab.steps.len()))?;
     ensure!(!s.hints.is_empty(), "{} step {k} has no hints", lab.name());
     // Hints are shown one at a time; how many were shown is kept under target/.
-    let state = root.join("target/course-hints").join(format!("{:02}-{k}", lab.number));
-    let shown: usize = std::fs::read_to_string(&state).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-    let upto = if all { s.hints.len() } else { (shown + 1).min(s.hints.len()) };
+    let state = root
+        .join("target/course-hints")
+        .join(format!("{:02}-{k}", lab.number));
+    let shown: usize = std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let upto = if all {
+        s.hints.len()
+    } else {
+        (shown + 1).min(s.hints.len())
+    };
     println!("{} step {k}: {}", lab.name(), s.title);
     for (i, h) in s.hints.iter().enumerate().take(upto) {
         println!("  Hint {} of {}: {h}", i + 1, s.hints.len());
@@ -273,13 +311,22 @@ fn built_binary(root: &Path, package: &str) -> Result<PathBuf> {
         .context("cannot run cargo build")?;
     ensure!(status.success(), "cargo build -p {package} failed");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug").join(format!("{package}{}", std::env::consts::EXE_SUFFIX)))
+    Ok(target
+        .join("debug")
+        .join(format!("{package}{}", std::env::consts::EXE_SUFFIX)))
 }
 
 fn demo(root: &Path, lab: &Lab) -> Result<bool> {
-    let demo = lab.demo.as_ref().with_context(|| format!("{} has no demo", lab.name()))?;
+    let demo = lab
+        .demo
+        .as_ref()
+        .with_context(|| format!("{} has no demo", lab.name()))?;
     // The reference when it is there; in a student handout, the student's own lab.
-    let package = if root.join(lab.solution_dir()).exists() { lab.solution_package() } else { lab.lab_package() };
+    let package = if root.join(lab.solution_dir()).exists() {
+        lab.solution_package()
+    } else {
+        lab.lab_package()
+    };
     let bin = built_binary(root, &package)?;
     println!("$ {package} {}", demo.server.join(" "));
     let mut server = Command::new(&bin)
@@ -301,7 +348,12 @@ fn demo(root: &Path, lab: &Lab) -> Result<bool> {
     result
 }
 
-fn demo_clients(server: &mut std::process::Child, bin: &Path, package: &str, clients: &[Vec<String>]) -> Result<bool> {
+fn demo_clients(
+    server: &mut std::process::Child,
+    bin: &Path,
+    package: &str,
+    clients: &[Vec<String>],
+) -> Result<bool> {
     let out = server.stdout.take().context("server stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -316,13 +368,26 @@ fn demo_clients(server: &mut std::process::Child, bin: &Path, package: &str, cli
     let addr = common::ready::parse(&line).with_context(|| format!("not a ready line: {line:?}"))?;
     let mut ok = true;
     for args in clients {
-        let args: Vec<String> = args.iter().map(|a| a.replace("{addr}", &addr.to_string())).collect();
-        println!("\n$ {package} {}", args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" "));
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{addr}", &addr.to_string()))
+            .collect();
+        println!(
+            "\n$ {package} {}",
+            args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
+        );
         let started = Instant::now();
-        let output = Command::new(bin).args(&args).output().context("cannot run the client")?;
+        let output = Command::new(bin)
+            .args(&args)
+            .output()
+            .context("cannot run the client")?;
         print!("{}", String::from_utf8_lossy(&output.stdout));
         eprint!("{}", String::from_utf8_lossy(&output.stderr));
-        println!("  ({} ms, exit status {})", started.elapsed().as_millis(), output.status.code().unwrap_or(-1));
+        println!(
+            "  ({} ms, exit status {})",
+            started.elapsed().as_millis(),
+            output.status.code().unwrap_or(-1)
+        );
         ok &= output.status.success();
     }
     // Let the server write its last log lines before it is stopped.
@@ -331,7 +396,10 @@ fn demo_clients(server: &mut std::process::Child, bin: &Path, package: &str, cli
 }
 
 fn shell_word(arg: &str) -> String {
-    if arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/[]".contains(c)) {
+    if arg
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:/[]".contains(c))
+    {
         arg.to_owned()
     } else {
         format!("\"{arg}\"")
@@ -345,7 +413,11 @@ fn sync_command(root: &Path, manifest: &Manifest, check: bool) -> Result<bool> {
         return Ok(true);
     }
     for path in &stale {
-        println!("{} {}", if check { "out of date:" } else { "wrote" }, path.display());
+        println!(
+            "{} {}",
+            if check { "out of date:" } else { "wrote" },
+            path.display()
+        );
     }
     if check {
         println!("labs/ differs from what solutions/ generates: run `cargo lab sync` and commit the result");
@@ -377,16 +449,23 @@ fn verify(root: &Path, manifest: &Manifest) -> Result<bool> {
         }
         for (name, passed) in &solution.results {
             if !passed {
-                problems.push(format!("{name} fails on the solution: {}", solution.failures.get(name).map_or("", |s| s.as_str())));
+                problems.push(format!(
+                    "{name} fails on the solution: {}",
+                    solution.failures.get(name).map_or("", |s| s.as_str())
+                ));
             }
             match skeleton.results.get(name) {
                 Some(false) => {}
-                Some(true) => problems.push(format!("{name} passes on the skeleton: it checks nothing the student writes")),
+                Some(true) => problems.push(format!(
+                    "{name} passes on the skeleton: it checks nothing the student writes"
+                )),
                 None => problems.push(format!("{name} did not run on the skeleton")),
             }
             match Lab::step_of(name) {
                 Some(k) if (1..=lab.steps.len()).contains(&k) => {}
-                _ => problems.push(format!("{name} belongs to no step of labs.toml (name it stepK_...)")),
+                _ => problems.push(format!(
+                    "{name} belongs to no step of labs.toml (name it stepK_...)"
+                )),
             }
         }
         for k in 1..=lab.steps.len() {

@@ -61,11 +61,22 @@ impl Manifest {
     /// Reads and checks `tests/labs.toml` under `root`.
     pub fn load(root: &Path) -> Result<Manifest> {
         let path = root.join("tests/labs.toml");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let manifest: Manifest = toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let manifest: Manifest =
+            toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
         for (i, lab) in manifest.labs.iter().enumerate() {
-            ensure!(lab.number as usize == i + 1, "labs.toml: lab {} is listed in position {}", lab.number, i + 1);
-            ensure!(!lab.steps.is_empty(), "labs.toml: lab {} has no steps", lab.number);
+            ensure!(
+                lab.number as usize == i + 1,
+                "labs.toml: lab {} is listed in position {}",
+                lab.number,
+                i + 1
+            );
+            ensure!(
+                !lab.steps.is_empty(),
+                "labs.toml: lab {} has no steps",
+                lab.number
+            );
         }
         Ok(manifest)
     }
@@ -118,8 +129,14 @@ impl Lab {
     /// The 1-based step a test belongs to, from its name (`suite::step3_x` is step 3).
     pub fn step_of(test: &str) -> Option<usize> {
         let name = test.rsplit("::").next()?;
-        let digits: String = name.strip_prefix("step")?.chars().take_while(char::is_ascii_digit).collect();
-        name.strip_prefix("step")?.strip_prefix(digits.as_str())?.strip_prefix('_')?;
+        let digits: String = name
+            .strip_prefix("step")?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        name.strip_prefix("step")?
+            .strip_prefix(digits.as_str())?
+            .strip_prefix('_')?;
         digits.parse().ok()
     }
 

@@ -56,7 +56,9 @@ pub fn run_suite(root: &Path, package: &str, filter: Option<&str>) -> Result<Sui
     if let Some(f) = filter {
         cmd.arg(f);
     }
-    let output = cmd.output().with_context(|| format!("cannot run cargo test -p {package}"))?;
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot run cargo test -p {package}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut run = parse(&stdout);
     if !run.compiled {
@@ -90,7 +92,10 @@ pub fn parse(stdout: &str) -> SuiteRun {
                 continue;
             }
         }
-        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
             current = Some(short(name).to_owned());
             continue;
         }
@@ -130,7 +135,12 @@ fn tidy_failure(text: &str) -> String {
 fn compile_errors(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().collect();
     let start = lines.iter().position(|l| l.starts_with("error")).unwrap_or(0);
-    lines[start..].iter().take(20).copied().collect::<Vec<_>>().join("\n")
+    lines[start..]
+        .iter()
+        .take(20)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -164,7 +174,10 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; 
         assert!(run.compiled);
         assert_eq!((run.passed(), run.total()), (1, 2));
         assert_eq!(run.step(2), (0, 1));
-        assert_eq!(run.failures["step2_recv"], "not yet implemented: lab 01 step 2: receive");
+        assert_eq!(
+            run.failures["step2_recv"],
+            "not yet implemented: lab 01 step 2: receive"
+        );
     }
 
     #[test]
@@ -172,6 +185,9 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; 
         let run = parse("");
         assert!(!run.compiled);
         assert_eq!(run.total(), 0);
-        assert_eq!(compile_errors("   Compiling x\nerror[E0425]: oops\n  --> src/lib.rs:1:1"), "error[E0425]: oops\n  --> src/lib.rs:1:1");
+        assert_eq!(
+            compile_errors("   Compiling x\nerror[E0425]: oops\n  --> src/lib.rs:1:1"),
+            "error[E0425]: oops\n  --> src/lib.rs:1:1"
+        );
     }
 }

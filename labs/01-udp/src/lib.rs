@@ -191,9 +191,7 @@ pub fn is_per_datagram(e: &io::Error) -> bool {
     is_message_too_long(e)
         || matches!(
             e.kind(),
-            io::ErrorKind::ConnectionRefused
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::Interrupted
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
         )
 }
 
@@ -303,11 +301,7 @@ pub fn ephemeral_for(server: SocketAddr) -> SocketAddr {
 /// # Errors
 /// [`RequestError::NoReply`] when every attempt timed out (after about
 /// `(retries + 1) × timeout`); [`RequestError::Io`] for socket errors.
-pub fn request(
-    server: SocketAddr,
-    message: &[u8],
-    options: &ClientOptions,
-) -> Result<Vec<u8>, RequestError> {
+pub fn request(server: SocketAddr, message: &[u8], options: &ClientOptions) -> Result<Vec<u8>, RequestError> {
     common::your_code_here((server, message, options));
     todo!("lab 01 step 6: bind an ephemeral port, then attempt up to retries + 1 times")
 }

@@ -118,9 +118,7 @@ fn main() -> ExitCode {
 
 fn run_server(addr: SocketAddr, config: &lab::ServerConfig) -> Result<()> {
     let socket = lab::bind(addr).with_context(|| format!("cannot bind UDP socket to {addr}"))?;
-    let local = socket
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let local = socket.local_addr().context("cannot read the bound address")?;
     common::ready::announce(local).context("cannot write the ready line")?;
     let served = lab::serve(&socket, config, |outcome| match outcome {
         Ok(served) => eprintln!("{served}"),

@@ -296,11 +296,15 @@ pub fn attempt(
             Ok(Received::Truncated { from, at_least, .. }) if from == server => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("reply from {server} is longer than the {capacity}-byte buffer (at least {at_least} bytes)"),
+                    format!(
+                        "reply from {server} is longer than the {capacity}-byte buffer (at least {at_least} bytes)"
+                    ),
                 ));
             }
             Ok(_) => continue, // a stranger's datagram: not our reply
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         }
     }
