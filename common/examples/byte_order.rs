@@ -5,9 +5,6 @@
 //! Run it with `cargo run -p common --example byte_order`.
 //! The book's chapter "Addresses, ports and byte order" walks through it.
 
-// `TryFrom` is in the prelude since edition 2021; importing it keeps the
-// example compiling under `mdbook test`, which may use edition 2015.
-use std::convert::TryFrom;
 use std::net::Ipv4Addr;
 
 /// Formats bytes as space-separated two-digit hex, in the order given.

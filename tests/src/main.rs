@@ -10,6 +10,7 @@ mod sync;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -59,6 +60,34 @@ enum Cmd {
         /// The lab number.
         lab: u32,
     },
+    /// Put a lossy UDP relay in front of a server on loopback, to watch retransmission work.
+    ///
+    /// Send to the relay's address (its ready line) instead of the server's, for example
+    /// `cargo lab relay --server 127.0.0.1:6789 --drop 0.5` then
+    /// `cargo run -p lab01-udp -- client --server 127.0.0.1:RELAYPORT hello`.
+    Relay {
+        /// The server's endpoint (a loopback address).
+        #[arg(long, value_name = "HOST:PORT", value_parser = common::endpoint::parse)]
+        server: common::endpoint::Endpoint,
+        /// Drop the first N client datagrams.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        drop_first: u64,
+        /// Probability (0 to 1) of dropping each datagram, both ways.
+        #[arg(long, default_value_t = 0.0, value_parser = probability)]
+        drop: f64,
+        /// Probability (0 to 1) of delivering a datagram twice, both ways.
+        #[arg(long, default_value_t = 0.0, value_parser = probability)]
+        duplicate: f64,
+        /// Delay added to every datagram, in milliseconds.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        delay: u64,
+        /// Seed of the fault generator: the same seed replays the same faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        duration: u64,
+    },
     /// Regenerate the student skeletons in labs/ from solutions/ (maintainers).
     Sync {
         /// Change nothing; fail if labs/ differs from what would be generated.
@@ -99,7 +128,64 @@ fn run(command: Cmd) -> Result<bool> {
         Cmd::Demo { lab } => demo(&root, manifest.lab(lab)?),
         Cmd::Sync { check } => sync_command(&root, &manifest, check),
         Cmd::Verify => verify(&root, &manifest),
+        Cmd::Relay {
+            server,
+            drop_first,
+            drop,
+            duplicate,
+            delay,
+            seed,
+            duration,
+        } => {
+            let to_client = common::relay::Faults {
+                drop,
+                duplicate,
+                delay: Duration::from_millis(delay),
+                ..Default::default()
+            };
+            let to_server = common::relay::Faults {
+                drop_first,
+                ..to_client.clone()
+            };
+            relay(&server, to_server, to_client, seed, Duration::from_secs(duration))
+        }
     }
+}
+
+fn probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a probability between 0 and 1")),
+    }
+}
+
+fn relay(
+    server: &common::endpoint::Endpoint,
+    to_server: common::relay::Faults,
+    to_client: common::relay::Faults,
+    seed: u64,
+    duration: Duration,
+) -> Result<bool> {
+    let target = server.addrs[0];
+    let relay = common::relay::UdpRelay::start(target, to_server, to_client, seed)
+        .with_context(|| format!("cannot start a relay to {target}"))?;
+    common::ready::announce(relay.addr())?;
+    eprintln!(
+        "relaying to {target} for {} s (Ctrl-C stops it); seed {seed}",
+        duration.as_secs()
+    );
+    let deadline = Instant::now() + duration;
+    let mut reported = (0, 0);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let stats = relay.stats();
+        let now = (stats.forwarded.load(Relaxed), stats.dropped.load(Relaxed));
+        if now != reported {
+            eprintln!("forwarded {} datagrams, dropped {}", now.0, now.1);
+            reported = now;
+        }
+    }
+    Ok(true)
 }
 
 /// Runs a suite behind a spinner (shown only on a terminal).
