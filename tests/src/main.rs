@@ -324,7 +324,12 @@ fn test(root: &Path, lab: &Lab, step: Option<usize>, solution: bool) -> Result<b
         }
     }
     println!("\n{} of {} tests pass.", run.passed(), run.total());
-    match next_step(lab, &run).filter(|_| run.passed() < run.total()) {
+    let next = match step {
+        Some(k) => Some(k).filter(|_| run.passed() < run.total()),
+        None => next_step(lab, &run).filter(|_| run.passed() < run.total()),
+    };
+    match next {
+        None if step.is_some() => println!("This step is complete."),
         None => println!("{} is complete.", lab.name()),
         Some(k) => println!(
             "Work on step {k}: read book/src/{}#{}; a hint: cargo lab hint {} {k}",

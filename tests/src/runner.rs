@@ -122,14 +122,15 @@ fn short(name: &str) -> &str {
     name.trim().rsplit("::").next().unwrap_or(name)
 }
 
-/// Keeps the panic message of a failure and drops the `thread '...' panicked at file:line:` line.
+/// Keeps the message of the test's own (last) panic, dropping the `thread '...' panicked at
+/// file:line:` lines and earlier panics of helper threads, which the last one repeats.
 fn tidy_failure(text: &str) -> String {
-    text.lines()
-        .filter(|l| !(l.starts_with("thread '") && l.contains("panicked at")))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_owned()
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|l| l.starts_with("thread '") && l.contains("panicked at"))
+        .map_or(0, |i| i + 1);
+    lines[start..].join("\n").trim().to_owned()
 }
 
 fn compile_errors(stderr: &str) -> String {
@@ -178,6 +179,12 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; 
             run.failures["step2_recv"],
             "not yet implemented: lab 01 step 2: receive"
         );
+    }
+
+    #[test]
+    fn keeps_only_the_tests_own_panic() {
+        let text = "thread 'helper' panicked at src/lib.rs:1:1:\nboom\n\nthread 't' panicked at x.rs:2:2:\nhelper panicked: boom\n";
+        assert_eq!(tidy_failure(text), "helper panicked: boom");
     }
 
     #[test]
