@@ -11,6 +11,7 @@
 pub mod endpoint;
 pub mod ready;
 pub mod relay;
+pub mod tcp_relay;
 pub mod testing;
 
 /// Marks a place where the student's code goes, and uses its arguments.

@@ -1,7 +1,7 @@
 //! The course tool, run as `cargo lab <command>` (an alias in `.cargo/config.toml`).
 //!
 //! Students: `status`, `test N`, `hint N [STEP]`, `demo N`. Maintainers: `sync [--check]`,
-//! `verify`. The labs, steps, points and hints come from `tests/labs.toml`.
+//! `verify`. The labs, steps, points and hints come from `tests/labs/NN-slug.toml`.
 
 mod manifest;
 mod runner;
@@ -98,7 +98,7 @@ enum Cmd {
     Verify,
 }
 
-/// The repository root (the folder holding `tests/labs.toml`).
+/// The repository root (the folder holding `tests/labs/`).
 pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -419,15 +419,21 @@ fn demo(root: &Path, lab: &Lab) -> Result<bool> {
         lab.lab_package()
     };
     let bin = built_binary(root, &package)?;
-    println!("$ {package} {}", demo.server.join(" "));
+    let Some(server_args) = &demo.server else {
+        return demo_runs(&bin, &package, &demo.clients, None, demo.parallel);
+    };
+    println!("$ {package} {}", command_line(server_args));
     let mut server = Command::new(&bin)
-        .args(&demo.server)
+        .args(server_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    let result = demo_clients(&mut server, &bin, &package, &demo.clients);
+    let result = ready_endpoint(&mut server)
+        .and_then(|addr| demo_runs(&bin, &package, &demo.clients, Some(addr), demo.parallel));
+    // Let the server write its last log lines before it is stopped.
+    std::thread::sleep(Duration::from_millis(100));
     let _ = server.kill();
     let _ = server.wait();
     if let Some(err) = server.stderr.take() {
@@ -439,12 +445,8 @@ fn demo(root: &Path, lab: &Lab) -> Result<bool> {
     result
 }
 
-fn demo_clients(
-    server: &mut std::process::Child,
-    bin: &Path,
-    package: &str,
-    clients: &[Vec<String>],
-) -> Result<bool> {
+/// Waits up to 10 s for the server's ready line, prints it and returns its endpoint.
+fn ready_endpoint(server: &mut std::process::Child) -> Result<std::net::SocketAddr> {
     let out = server.stdout.take().context("server stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -456,22 +458,38 @@ fn demo_clients(
         .recv_timeout(Duration::from_secs(10))
         .context("the server printed no ready line within 10 s")?;
     print!("{line}");
-    let addr = common::ready::parse(&line).with_context(|| format!("not a ready line: {line:?}"))?;
+    common::ready::parse(&line).with_context(|| format!("not a ready line: {line:?}"))
+}
+
+/// Runs the demo's clients (or peers) one after the other, or all at once with `parallel`, and
+/// prints each one's command, output and exit status.
+fn demo_runs(
+    bin: &Path,
+    package: &str,
+    runs: &[Vec<String>],
+    addr: Option<std::net::SocketAddr>,
+    parallel: bool,
+) -> Result<bool> {
+    let runs: Vec<Vec<String>> = runs
+        .iter()
+        .map(|args| {
+            let endpoint = addr.map(|a| a.to_string()).unwrap_or_default();
+            args.iter().map(|a| a.replace("{addr}", &endpoint)).collect()
+        })
+        .collect();
+    let start = |args: &Vec<String>| {
+        Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start a demo run")
+    };
     let mut ok = true;
-    for args in clients {
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| a.replace("{addr}", &addr.to_string()))
-            .collect();
-        println!(
-            "\n$ {package} {}",
-            args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
-        );
-        let started = Instant::now();
-        let output = Command::new(bin)
-            .args(&args)
-            .output()
-            .context("cannot run the client")?;
+    let mut report = |args: &Vec<String>, child: std::process::Child, started: Instant| -> Result<()> {
+        let output = child.wait_with_output().context("a demo run failed")?;
+        println!("\n$ {package} {}", command_line(args));
         print!("{}", String::from_utf8_lossy(&output.stdout));
         eprint!("{}", String::from_utf8_lossy(&output.stderr));
         println!(
@@ -480,10 +498,24 @@ fn demo_clients(
             output.status.code().unwrap_or(-1)
         );
         ok &= output.status.success();
+        Ok(())
+    };
+    let started = Instant::now();
+    if parallel {
+        let children = runs.iter().map(start).collect::<Result<Vec<_>>>()?;
+        for (args, child) in runs.iter().zip(children) {
+            report(args, child, started)?;
+        }
+    } else {
+        for args in &runs {
+            report(args, start(args)?, Instant::now())?;
+        }
     }
-    // Let the server write its last log lines before it is stopped.
-    std::thread::sleep(Duration::from_millis(100));
     Ok(ok)
+}
+
+fn command_line(args: &[String]) -> String {
+    args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
 }
 
 fn shell_word(arg: &str) -> String {
@@ -555,7 +587,7 @@ fn verify(root: &Path, manifest: &Manifest) -> Result<bool> {
             match Lab::step_of(name) {
                 Some(k) if (1..=lab.steps.len()).contains(&k) => {}
                 _ => problems.push(format!(
-                    "{name} belongs to no step of labs.toml (name it stepK_...)"
+                    "{name} belongs to no step of the manifest (name it stepK_...)"
                 )),
             }
         }

@@ -1,4 +1,5 @@
-//! The course manifest, `tests/labs.toml`: the labs, their steps, points, hints and demos.
+//! The course manifest, one file per lab in `tests/labs/NN-slug.toml`: the labs, their steps,
+//! points, hints and demos. Adding a lab means adding its file; nothing else lists the labs.
 
 use std::path::{Path, PathBuf};
 
@@ -6,11 +7,9 @@ use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 
 /// The whole manifest.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Manifest {
     /// The labs in lecture order.
-    #[serde(rename = "lab")]
     pub labs: Vec<Lab>,
 }
 
@@ -47,46 +46,63 @@ pub struct Step {
     pub hints: Vec<String>,
 }
 
-/// The demo: a server, then clients against the endpoint of its ready line.
+/// The demo: optionally a server, then client (or peer) runs. With a server, `{addr}` in a
+/// run's arguments becomes the endpoint of the server's ready line.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Demo {
-    /// Arguments of the server.
-    pub server: Vec<String>,
-    /// Arguments of each client run; `{addr}` becomes the server's endpoint.
+    /// Arguments of the server, if the demo has one.
+    pub server: Option<Vec<String>>,
+    /// Arguments of each client or peer run.
     pub clients: Vec<Vec<String>>,
+    /// Start all runs at once (peers of a group) instead of one after the other.
+    #[serde(default)]
+    pub parallel: bool,
 }
 
 impl Manifest {
-    /// Reads and checks `tests/labs.toml` under `root`.
+    /// Reads and checks every `tests/labs/*.toml` under `root`, in lab-number order.
     pub fn load(root: &Path) -> Result<Manifest> {
-        let path = root.join("tests/labs.toml");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let manifest: Manifest =
-            toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
-        for (i, lab) in manifest.labs.iter().enumerate() {
+        let dir = root.join("tests/labs");
+        let mut labs = Vec::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let lab: Lab =
+                toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+            let expected = format!("{}.toml", lab.dir_name());
             ensure!(
-                lab.number as usize == i + 1,
-                "labs.toml: lab {} is listed in position {}",
+                path.file_name().is_some_and(|n| n == expected.as_str()),
+                "{} describes lab {} `{}`, so it must be named {expected}",
+                path.display(),
                 lab.number,
-                i + 1
+                lab.slug
             );
+            ensure!(!lab.steps.is_empty(), "{}: the lab has no steps", path.display());
+            labs.push(lab);
+        }
+        labs.sort_by_key(|l| l.number);
+        for pair in labs.windows(2) {
             ensure!(
-                !lab.steps.is_empty(),
-                "labs.toml: lab {} has no steps",
-                lab.number
+                pair[0].number != pair[1].number,
+                "two manifests describe lab {}",
+                pair[0].number
             );
         }
-        Ok(manifest)
+        ensure!(!labs.is_empty(), "{} holds no lab manifests", dir.display());
+        Ok(Manifest { labs })
     }
 
     /// The lab numbered `number`.
     pub fn lab(&self, number: u32) -> Result<&Lab> {
-        self.labs
-            .iter()
-            .find(|l| l.number == number)
-            .with_context(|| format!("there is no lab {number}; the labs are 1 to {}", self.labs.len()))
+        self.labs.iter().find(|l| l.number == number).with_context(|| {
+            let numbers: Vec<String> = self.labs.iter().map(|l| l.number.to_string()).collect();
+            format!("there is no lab {number}; the labs are {}", numbers.join(", "))
+        })
     }
 }
 
@@ -153,7 +169,7 @@ mod tests {
     #[test]
     fn the_repository_manifest_loads() {
         let root = crate::root();
-        let manifest = Manifest::load(&root).expect("tests/labs.toml loads");
+        let manifest = Manifest::load(&root).expect("tests/labs/*.toml load");
         let lab = manifest.lab(1).expect("lab 1");
         assert_eq!(lab.lab_package(), "lab01-udp");
         assert_eq!(lab.points(), 100);

@@ -83,8 +83,9 @@ pub fn generate(root: &Path, lab: &Lab) -> Result<Vec<Generated>> {
     let expected: Vec<usize> = (1..=lab.steps.len()).collect();
     ensure!(
         steps_seen == expected,
-        "{}: the solution marks steps {steps_seen:?}, but tests/labs.toml lists steps {expected:?}",
-        lab.solution_dir().display()
+        "{}: the solution marks steps {steps_seen:?}, but tests/labs/{}.toml lists steps {expected:?}",
+        lab.solution_dir().display(),
+        lab.dir_name()
     );
     Ok(out)
 }
