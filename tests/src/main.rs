@@ -93,9 +93,16 @@ enum Cmd {
         /// Change nothing; fail if labs/ differs from what would be generated.
         #[arg(long)]
         check: bool,
+        /// Only this lab (default: all).
+        #[arg(long, value_name = "N")]
+        lab: Option<u32>,
     },
     /// Prove every suite test fails on the skeleton and passes on the solution (maintainers).
-    Verify,
+    Verify {
+        /// Only this lab (default: all).
+        #[arg(long, value_name = "N")]
+        lab: Option<u32>,
+    },
 }
 
 /// The repository root (the folder holding `tests/labs/`).
@@ -126,8 +133,8 @@ fn run(command: Cmd) -> Result<bool> {
         Cmd::Test { lab, step, solution } => test(&root, manifest.lab(lab)?, step, solution),
         Cmd::Hint { lab, step, all } => hint(&root, manifest.lab(lab)?, step, all),
         Cmd::Demo { lab } => demo(&root, manifest.lab(lab)?),
-        Cmd::Sync { check } => sync_command(&root, &manifest, check),
-        Cmd::Verify => verify(&root, &manifest),
+        Cmd::Sync { check, lab } => sync_command(&root, manifest.select(lab)?, check),
+        Cmd::Verify { lab } => verify(&root, manifest.select(lab)?),
         Cmd::Relay {
             server,
             drop_first,
@@ -529,8 +536,8 @@ fn shell_word(arg: &str) -> String {
     }
 }
 
-fn sync_command(root: &Path, manifest: &Manifest, check: bool) -> Result<bool> {
-    let stale = sync::sync(root, &manifest.labs, check)?;
+fn sync_command(root: &Path, labs: &[Lab], check: bool) -> Result<bool> {
+    let stale = sync::sync(root, labs, check)?;
     if stale.is_empty() {
         println!("labs/ is in sync with solutions/");
         return Ok(true);
@@ -548,8 +555,8 @@ fn sync_command(root: &Path, manifest: &Manifest, check: bool) -> Result<bool> {
     Ok(!check)
 }
 
-fn verify(root: &Path, manifest: &Manifest) -> Result<bool> {
-    let stale = sync::sync(root, &manifest.labs, true)?;
+fn verify(root: &Path, labs: &[Lab]) -> Result<bool> {
+    let stale = sync::sync(root, labs, true)?;
     if !stale.is_empty() {
         bail!(
             "labs/ is not the freshly generated skeleton ({} files differ); run `cargo lab sync` first",
@@ -557,7 +564,7 @@ fn verify(root: &Path, manifest: &Manifest) -> Result<bool> {
         );
     }
     let mut ok = true;
-    for lab in &manifest.labs {
+    for lab in labs {
         let solution = run_with_spinner(root, &lab.solution_package(), None)?;
         let skeleton = run_with_spinner(root, &lab.lab_package(), None)?;
         let mut problems = Vec::new();

@@ -97,6 +97,18 @@ impl Manifest {
         Ok(Manifest { labs })
     }
 
+    /// All labs, or only lab `number`.
+    pub fn select(&self, number: Option<u32>) -> Result<&[Lab]> {
+        match number {
+            None => Ok(&self.labs),
+            Some(n) => {
+                let i = self.labs.iter().position(|l| l.number == n);
+                i.map(|i| &self.labs[i..=i])
+                    .with_context(|| format!("there is no lab {n}"))
+            }
+        }
+    }
+
     /// The lab numbered `number`.
     pub fn lab(&self, number: u32) -> Result<&Lab> {
         self.labs.iter().find(|l| l.number == number).with_context(|| {
