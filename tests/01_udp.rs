@@ -3,7 +3,7 @@
 //! Shared by `lab01-udp` (the student's work) and `solution01-udp` (the reference): each
 //! package's `tests/grade.rs` defines `lab` (its library) and `BIN` (its binary) and includes this
 //! file. Tests are named `stepN_...` after the step of the book chapter they check, so
-//! `cargo test -p lab01-udp step3` runs the checks of step 3.
+//! `cargo test -p lab01-udp step3_` runs the checks of step 3.
 //!
 //! Every test binds port 0 on loopback, sets timeouts on every socket, and fails within seconds
 //! when the code under test panics (a `todo!()`) or hangs.
@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::relay::{Faults, UdpRelay};
 use common::testing::{
-    LOCALHOST_V6, ServerProcess, ServerThread, ipv6_loopback_available, notice, udp_socket, udp_socket_on,
-    within,
+    LOCALHOST_V6, ServerProcess, ServerThread, ipv6_loopback_available, notice, run_within, udp_socket,
+    udp_socket_on, within,
 };
 
 use crate::{BIN, lab};
@@ -37,9 +36,13 @@ fn addr_of(socket: &UdpSocket) -> SocketAddr {
 /// Receives one datagram on a test socket (5 s timeout), failing with `what` in the message.
 fn recv(socket: &UdpSocket, what: &str) -> (Vec<u8>, SocketAddr) {
     let mut buf = vec![0u8; 65_536];
-    let (n, from) = socket
-        .recv_from(&mut buf)
-        .unwrap_or_else(|e| panic!("no {what} arrived within 5 s: {e}"));
+    let (n, from) = loop {
+        match socket.recv_from(&mut buf) {
+            Ok(got) => break got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue, // a signal; not a timeout
+            Err(e) => panic!("no {what} arrived within 5 s: {e}"),
+        }
+    };
     buf.truncate(n);
     (buf, from)
 }
@@ -102,12 +105,8 @@ fn config(buffer: usize, uppercase: bool) -> lab::ServerConfig {
 }
 
 fn run_client(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("client")
-        .args(args)
-        .timeout(CLIENT_RUN_LIMIT)
-        .output()
-        .expect("the client binary runs")
+    let args: Vec<&str> = std::iter::once("client").chain(args.iter().copied()).collect();
+    run_within(BIN, &args, CLIENT_RUN_LIMIT)
 }
 
 fn text(bytes: &[u8]) -> String {

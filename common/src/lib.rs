@@ -3,8 +3,12 @@
 //! - [`your_code_here`]: what a student skeleton calls where the solution was cut out.
 //! - [`ready`]: the `listening on IP:PORT` line every server prints first.
 //! - [`endpoint`]: parsing `HOST:PORT` arguments with the system resolver.
-//! - [`testing`]: support for the grading suites (timeouts, child-process guards, deadlines).
-//! - [`relay`]: fault-injecting relays that make loopback behave like a real network.
+//! - [`testing`]: support for the grading suites (timeouts, child-process guards, deadlines,
+//!   UDP and TCP sockets on loopback with timeouts set).
+//! - [`relay`]: a seeded UDP relay that drops, duplicates, reorders, delays or truncates
+//!   datagrams, so loopback behaves like a real network (Lab 01).
+//! - [`tcp_relay`]: a seeded TCP relay that delivers a stream in 1-3 byte pieces or coalesces
+//!   writes (Lab 02).
 //!
 //! Nothing here is socket code the labs teach; the labs' own crates hold that.
 

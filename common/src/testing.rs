@@ -10,9 +10,9 @@
 //! - notices (a test skipped for lack of IPv6 or python3) reach the terminal even though the
 //!   test harness captures output ([`notice`]).
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -173,7 +173,7 @@ impl<T: Send + 'static> ServerThread<T> {
         let result = loop {
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) => break Ok((buf[..n].to_vec(), from)),
-                Err(e) if is_timeout(&e) => {}
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
             self.check();
@@ -201,6 +201,57 @@ impl<T: Send + 'static> ServerThread<T> {
 /// behind; the test process ends soon after).
 pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     ServerThread::spawn(what, f).join_within(limit)
+}
+
+/// Runs `bin` with `args` to completion, capturing stdout and stderr, and kills it if it is still
+/// running after `limit`.
+///
+/// Unlike `assert_cmd`'s `timeout`, this installs no `SIGCHLD` handler: a signal handler in the
+/// test process would make socket reads with a timeout in *other* test threads fail with
+/// `io::ErrorKind::Interrupted` (signal(7): they are never restarted).
+///
+/// # Panics
+/// When the program cannot start, or runs past `limit` (it is then killed and reaped).
+pub fn run_within(bin: &str, args: &[&str], limit: Duration) -> Output {
+    let description = format!("`{} {}`", short_name(bin), args.join(" "));
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("test set-up: cannot start {description}: {e}"));
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = collect(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = collect(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{description} was still running after {} ms; killed it",
+                    limit.as_millis()
+                );
+            }
+        }
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 /// Whether `e` is what a socket read timeout produces (`WouldBlock` on Unix, `TimedOut` on Windows).
@@ -393,4 +444,164 @@ fn short_name(bin: &str) -> &str {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(bin)
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP (Lab 02 on): streams with timeouts, and reads that watch the server thread.
+
+/// A TCP listener on `127.0.0.1:0` (an ephemeral port). Connections to it complete (they wait
+/// in its backlog) even before anyone calls `accept`.
+///
+/// # Panics
+/// When the socket cannot be created.
+pub fn tcp_listener() -> TcpListener {
+    TcpListener::bind((LOCALHOST_V4, 0))
+        .unwrap_or_else(|e| panic!("test set-up: cannot listen on a TCP socket on 127.0.0.1: {e}"))
+}
+
+/// A TCP connection to `addr` (a loopback address), made within [`IO_TIMEOUT`], with
+/// [`IO_TIMEOUT`] as its read and write timeout.
+///
+/// # Panics
+/// When `addr` is not a loopback address, or the connection fails: the test cannot run.
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    assert!(
+        addr.ip().is_loopback(),
+        "tests use loopback addresses only, not {addr}"
+    );
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("test set-up: cannot connect to {addr}: {e}"));
+    set_stream_timeouts(&stream);
+    stream
+}
+
+/// A connected pair on loopback, both ends with [`IO_TIMEOUT`] set: `(client, server)`, where
+/// `server` is the end `accept` returned.
+///
+/// # Panics
+/// When the sockets cannot be created or connected.
+pub fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = tcp_listener();
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("test set-up: no local address: {e}"));
+    let client = tcp_connect(addr);
+    // The connection is already in the backlog, so accept returns at once.
+    let (server, _) = listener
+        .accept()
+        .unwrap_or_else(|e| panic!("test set-up: cannot accept: {e}"));
+    set_stream_timeouts(&server);
+    (client, server)
+}
+
+/// Sets [`IO_TIMEOUT`] as the read and write timeout of `stream`.
+///
+/// # Panics
+/// When the operating system refuses the option.
+pub fn set_stream_timeouts(stream: &TcpStream) {
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+        .unwrap_or_else(|e| panic!("test set-up: cannot set stream timeouts: {e}"));
+}
+
+impl<T: Send + 'static> ServerThread<T> {
+    /// Reads exactly `len` bytes from `stream`, checking this thread between short polls, and
+    /// gives up when no byte arrives for [`IO_TIMEOUT`].
+    ///
+    /// # Panics
+    /// When this thread panics, the stream ends or fails first, or it stalls for [`IO_TIMEOUT`];
+    /// the message names `what` and shows the bytes that did arrive.
+    pub fn read_exact_from(&mut self, stream: &TcpStream, len: usize, what: &str) -> Vec<u8> {
+        let mut got = Vec::with_capacity(len);
+        let end = self.poll_read(stream, &mut got, Some(len));
+        if got.len() < len {
+            panic!(
+                "waited for {what} ({len} bytes) from {}: {end}; got {} bytes: {:?}",
+                self.name,
+                got.len(),
+                String::from_utf8_lossy(&got)
+            );
+        }
+        got
+    }
+
+    /// Reads `stream` to its end (EOF), checking this thread between short polls; waits as long
+    /// as bytes keep coming, and gives up when none arrives for [`IO_TIMEOUT`].
+    ///
+    /// Returns the bytes, or the error that ended the stream instead of EOF (for example
+    /// `ConnectionReset` when the peer closed with unread data), with the bytes read before it.
+    ///
+    /// # Panics
+    /// When this thread panics, or the stream stalls for [`IO_TIMEOUT`] without reaching EOF
+    /// ("the server never closed": the message names `what` and shows what arrived).
+    pub fn read_to_eof_from(
+        &mut self,
+        stream: &TcpStream,
+        what: &str,
+    ) -> Result<Vec<u8>, (io::Error, Vec<u8>)> {
+        let mut got = Vec::new();
+        match self.poll_read(stream, &mut got, None) {
+            StreamEnd::Eof => Ok(got),
+            StreamEnd::Error(e) => Err((e, got)),
+            StreamEnd::Stalled => panic!(
+                "waited for {what} from {}: no byte and no EOF for {} ms (the connection was never \
+                 closed); got {} bytes: {:?}",
+                self.name,
+                IO_TIMEOUT.as_millis(),
+                got.len(),
+                String::from_utf8_lossy(&got[..got.len().min(200)])
+            ),
+            StreamEnd::Enough => Ok(got),
+        }
+    }
+
+    fn poll_read(&mut self, stream: &TcpStream, got: &mut Vec<u8>, want: Option<usize>) -> StreamEnd {
+        let restore = stream.read_timeout().ok().flatten();
+        let _ = stream.set_read_timeout(Some(POLL));
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut last_progress = Instant::now();
+        let mut reader = stream;
+        let end = loop {
+            let room = want.map_or(buf.len(), |w| (w - got.len()).min(buf.len()));
+            if room == 0 {
+                break StreamEnd::Enough;
+            }
+            match reader.read(&mut buf[..room]) {
+                Ok(0) => break StreamEnd::Eof,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    last_progress = Instant::now();
+                    continue;
+                }
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break StreamEnd::Error(e),
+            }
+            self.check();
+            if last_progress.elapsed() >= IO_TIMEOUT {
+                break StreamEnd::Stalled;
+            }
+        };
+        let _ = stream.set_read_timeout(restore);
+        end
+    }
+}
+
+/// How a polled read ended.
+enum StreamEnd {
+    Enough,
+    Eof,
+    Error(io::Error),
+    Stalled,
+}
+
+impl std::fmt::Display for StreamEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamEnd::Enough => f.write_str("done"),
+            StreamEnd::Eof => f.write_str("the stream ended (EOF) first"),
+            StreamEnd::Error(e) => write!(f, "the stream failed: {e}"),
+            StreamEnd::Stalled => write!(f, "nothing arrived for {} ms", IO_TIMEOUT.as_millis()),
+        }
+    }
 }

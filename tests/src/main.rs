@@ -266,7 +266,8 @@ fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
         for (k, s) in lab.steps.iter().enumerate() {
             let (p, t) = run.step(k + 1);
             let mark = if t > 0 && p == t { "done" } else { "    " };
-            println!("        {mark} step {}: {:<52} {p}/{t}", k + 1, s.title);
+            let label = format!("step {}:", k + 1);
+            println!("        {mark} {label:<8} {:<52} {p}/{t}", s.title);
         }
     }
     println!();
@@ -285,7 +286,7 @@ fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
                 lab.number
             );
             println!(
-                "  Check: cargo test -p {} step{k}   (or: cargo lab test {} --step {k})",
+                "  Check: cargo test -p {} step{k}_   (or: cargo lab test {} --step {k})",
                 lab.lab_package(),
                 lab.number
             );

@@ -9,7 +9,7 @@
 //! textbook's UDP datagram section (message size, blocking, timeouts, receive-from-any, failure
 //! model). Protocol: RFC 768. Linux details: udp(7), socket(7).
 //!
-//! Steps (see the book's Lab 01 chapter; `cargo test -p lab01-udp stepN` checks step N):
+//! Steps (see the book's Lab 01 chapter; `cargo test -p lab01-udp stepN_` checks step N):
 //! 1. [`bind`] a datagram socket;
 //! 2. [`recv_datagram`]: receive from any sender and detect truncation;
 //! 3. [`serve_one`]: reply to the sender;
@@ -273,8 +273,10 @@ pub fn serve(
 /// Returns `Ok(Some(reply))`, or `Ok(None)` when `timeout` passes without a reply.
 ///
 /// # Errors
-/// Errors of `send_to` and `recv_from` other than the timeout itself; `io::ErrorKind::InvalidData`
-/// when the server's reply is longer than `capacity` bytes.
+/// Errors of `send_to` and `recv_from` other than the timeout itself and `Interrupted` (a signal
+/// arrived; the wait goes on: on Linux, a receive with a timeout is never restarted
+/// automatically, see signal(7)); `io::ErrorKind::InvalidData` when the server's reply is longer
+/// than `capacity` bytes.
 pub fn attempt(
     socket: &UdpSocket,
     server: SocketAddr,
@@ -302,6 +304,7 @@ pub fn attempt(
                 ));
             }
             Ok(_) => continue, // a stranger's datagram: not our reply
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue, // a signal: wait on
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Ok(None);
             }

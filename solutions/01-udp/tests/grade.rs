@@ -1,5 +1,5 @@
 //! Runs the Lab 01 grading suite (`tests/01_udp.rs` at the top of the repository) against
-//! this package: `cargo test -p solution01-udp`, or one step with `cargo test -p solution01-udp step3`.
+//! this package: `cargo test -p solution01-udp`, or one step with `cargo test -p solution01-udp step3_`.
 
 use solution01_udp as lab;
 

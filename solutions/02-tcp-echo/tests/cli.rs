@@ -1,0 +1,119 @@
+//! Tests of the command line, which students are given complete. They would pass on the
+//! skeleton too, so they live with the solution, not in the grading suite.
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_solution02-tcp-echo"));
+    cmd.timeout(Duration::from_secs(10));
+    cmd
+}
+
+#[test]
+fn help_teaches_the_subcommands_and_options() {
+    bin()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("server").and(predicate::str::contains("client")));
+    bin().args(["server", "--help"]).assert().success().stdout(
+        predicate::str::contains("--port")
+            .and(predicate::str::contains("[default: 7896]"))
+            .and(predicate::str::contains("--framing <FRAMING>"))
+            .and(predicate::str::contains("writeUTF"))
+            .and(predicate::str::contains("--max-line <BYTES>"))
+            .and(predicate::str::contains("[default: 65536]"))
+            .and(predicate::str::contains("--idle-timeout <MS>"))
+            .and(predicate::str::contains("[default: 10000]"))
+            .and(predicate::str::contains("--uppercase"))
+            .and(predicate::str::contains("--max-connections")),
+    );
+    bin().args(["client", "--help"]).assert().success().stdout(
+        predicate::str::contains("--timeout <MS>")
+            .and(predicate::str::contains("[default: 5000]"))
+            .and(predicate::str::contains("half-close"))
+            .and(predicate::str::contains("<MESSAGES>...")),
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    bin()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("solution02-tcp-echo "));
+}
+
+#[test]
+fn a_bad_server_value_is_one_clear_line() {
+    for bad in [
+        "localhost",
+        "127.0.0.1:port",
+        "no-such-host.invalid:7896",
+        "127.0.0.1:70000",
+    ] {
+        let out = bin()
+            .args(["client", "--server", bad, "hi"])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "clap's usage error status for {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: invalid value") && first.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_values_are_refused() {
+    bin().args(["server", "--max-line", "0"]).assert().code(2);
+    bin().args(["server", "--idle-timeout", "0"]).assert().code(2);
+    bin().args(["server", "--framing", "json"]).assert().code(2);
+    bin()
+        .args(["client", "--server", "127.0.0.1:9", "--timeout", "0", "hi"])
+        .assert()
+        .code(2);
+    // At least one message.
+    bin().args(["client", "--server", "127.0.0.1:9"]).assert().code(2);
+}
+
+#[test]
+fn a_newline_in_a_line_message_is_refused_before_connecting() {
+    let out = bin()
+        .args([
+            "client",
+            "--server",
+            "127.0.0.1:9",
+            "--framing",
+            "line",
+            "two\nlines",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: with --framing line") && err.contains("newline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port().to_string();
+    let out = bin().args(["server", "--port", &port]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot listen on TCP 127.0.0.1:") && err.contains("in use"),
+        "{err}"
+    );
+}
