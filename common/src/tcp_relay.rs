@@ -401,7 +401,16 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = upstream.read(&mut buf).expect("read");
         assert_eq!(&buf[..n], b"one\ntwo\n", "both writes arrive in one read");
-        assert_eq!(relay.stats().writes.load(Ordering::Relaxed), 1);
+        // The relay counts a write after it returns, which may be after our read: wait for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while relay.stats().writes.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            relay.stats().writes.load(Ordering::Relaxed),
+            1,
+            "one write upstream"
+        );
     }
 
     #[test]
