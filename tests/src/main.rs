@@ -1,8 +1,11 @@
 //! The course tool, run as `cargo lab <command>` (an alias in `.cargo/config.toml`).
 //!
-//! Students: `status`, `test N`, `hint N [STEP]`, `demo N`. Maintainers: `sync [--check]`,
-//! `verify`. The labs, steps, points and hints come from `tests/labs/NN-slug.toml`.
+//! Students: `status`, `test N`, `hint N [STEP]`, `demo N`, `reset N`. Instructors: `grade`,
+//! `handout DIR`, `relay`. Maintainers: `sync [--check]`, `verify`. The labs, steps, points and hints come from `tests/labs/NN-slug.toml`.
 
+mod classroom;
+mod grade;
+mod handout;
 mod manifest;
 mod runner;
 mod sync;
@@ -54,6 +57,25 @@ enum Cmd {
         /// Show all of the step's hints at once.
         #[arg(long)]
         all: bool,
+    },
+    /// Put a lab back to its generated skeleton; your files are saved in lab-backups/ first.
+    Reset {
+        /// The lab number.
+        lab: u32,
+    },
+    /// Grade every lab's suite on the student's code, with points from the manifests (instructors).
+    Grade {
+        /// Also write the grades as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Write a student copy of the course into DIR: no solutions, no instructor pages (instructors).
+    Handout {
+        /// A new (or empty) folder.
+        dir: PathBuf,
     },
     /// Run the reference server and clients of a lab on loopback and show the exchange.
     Demo {
@@ -133,7 +155,32 @@ fn run(command: Cmd) -> Result<bool> {
         Cmd::Test { lab, step, solution } => test(&root, manifest.lab(lab)?, step, solution),
         Cmd::Hint { lab, step, all } => hint(&root, manifest.lab(lab)?, step, all),
         Cmd::Demo { lab } => demo(&root, manifest.lab(lab)?),
-        Cmd::Sync { check, lab } => sync_command(&root, manifest.select(lab)?, check),
+        Cmd::Reset { lab } => {
+            let lab = manifest.lab(lab)?;
+            let backup = handout::reset(&root, lab)?;
+            println!(
+                "{} is back to its skeleton; your files are in {}",
+                lab.name(),
+                backup.display()
+            );
+            Ok(true)
+        }
+        Cmd::Grade { json, junit } => grade::command(&root, &manifest, json.as_deref(), junit.as_deref()),
+        Cmd::Handout { dir } => {
+            let n = handout::handout(&root, &manifest, &dir)?;
+            println!("wrote a student handout of {n} files to {}", dir.display());
+            println!(
+                "next: cd {} && git init && git add -A && git commit -m 'Handout'",
+                dir.display()
+            );
+            Ok(true)
+        }
+        Cmd::Sync { .. } | Cmd::Verify { .. } if !root.join("solutions").exists() => {
+            bail!(
+                "this is a student handout: sync and verify need the solutions/ folder, which it does not have"
+            )
+        }
+        Cmd::Sync { check, lab } => sync_command(&root, &manifest, lab, check),
         Cmd::Verify { lab } => verify(&root, manifest.select(lab)?),
         Cmd::Relay {
             server,
@@ -196,7 +243,7 @@ fn relay(
 }
 
 /// Runs a suite behind a spinner (shown only on a terminal).
-fn run_with_spinner(root: &Path, package: &str, filter: Option<&str>) -> Result<SuiteRun> {
+pub(crate) fn run_with_spinner(root: &Path, package: &str, filter: Option<&str>) -> Result<SuiteRun> {
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").context("spinner style")?)
         .with_message(format!("building and testing {package}"));
@@ -204,6 +251,33 @@ fn run_with_spinner(root: &Path, package: &str, filter: Option<&str>) -> Result<
     let run = runner::run_suite(root, package, filter);
     spinner.finish_and_clear();
     run
+}
+
+/// Prints a lab's progress row: an indicatif bar on a terminal, plain text elsewhere (indicatif
+/// draws nothing when stdout is not a terminal, so pipes and CI logs get the text form).
+fn lab_row(lab: &Lab, run: &SuiteRun, state: &str) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        let pb =
+            ProgressBar::with_draw_target(Some(run.total() as u64), indicatif::ProgressDrawTarget::stdout())
+                .with_style(
+                    ProgressStyle::with_template("{prefix}  {msg} [{bar:20.green/white}] {pos}/{len}")
+                        .context("bar style")?
+                        .progress_chars("=> "),
+                )
+                .with_prefix(lab.name())
+                .with_message(format!("{:<36} {state}", lab.title));
+        pb.set_position(run.passed() as u64);
+        pb.finish();
+    } else {
+        println!(
+            "{}  {:<38} {} {state}",
+            lab.name(),
+            lab.title,
+            bar(run.passed(), run.total(), 20)
+        );
+    }
+    Ok(())
 }
 
 fn bar(done: usize, total: usize, width: usize) -> String {
@@ -253,12 +327,7 @@ fn status(root: &Path, manifest: &Manifest) -> Result<bool> {
             .map(|k| lab.steps[k - 1].points)
             .sum();
         let state = format!("{state}, {earned}/{} points", lab.points());
-        println!(
-            "{}  {:<38} {} {state}",
-            lab.name(),
-            lab.title,
-            bar(run.passed(), run.total(), 20)
-        );
+        lab_row(lab, run, &state)?;
         if !run.compiled {
             println!("        {}", run.compile_errors.replace('\n', "\n        "));
             continue;
@@ -537,10 +606,19 @@ fn shell_word(arg: &str) -> String {
     }
 }
 
-fn sync_command(root: &Path, labs: &[Lab], check: bool) -> Result<bool> {
-    let stale = sync::sync(root, labs, check)?;
+fn sync_command(root: &Path, manifest: &Manifest, lab: Option<u32>, check: bool) -> Result<bool> {
+    let mut stale = sync::sync(root, manifest.select(lab)?, check)?;
+    if lab.is_none() {
+        // The GitHub Classroom files follow every lab's points.
+        stale.extend(sync::write_or_check(root, classroom::generate(manifest), check)?);
+    }
     if stale.is_empty() {
-        println!("labs/ is in sync with solutions/");
+        let what = if lab.is_some() {
+            "the lab"
+        } else {
+            "labs/ and the classroom files"
+        };
+        println!("{what}: in sync with solutions/ and the manifests");
         return Ok(true);
     }
     for path in &stale {

@@ -90,27 +90,33 @@ pub fn generate(root: &Path, lab: &Lab) -> Result<Vec<Generated>> {
     Ok(out)
 }
 
-/// Writes the skeletons (or, with `check`, only compares them). Returns the paths that differ
-/// from what is generated (or did, before writing).
+/// Writes the skeletons of `labs` (or, with `check`, only compares them). Returns the paths
+/// that differ from what is generated (or did, before writing).
 pub fn sync(root: &Path, labs: &[Lab], check: bool) -> Result<Vec<PathBuf>> {
     let mut stale = Vec::new();
     for lab in labs {
-        for file in generate(root, lab)? {
-            let target = root.join(&file.path);
-            let current = std::fs::read_to_string(&target).ok();
-            if current.as_deref() == Some(file.contents.as_str()) {
-                continue;
-            }
-            stale.push(file.path.clone());
-            if !check {
-                if let Some(dir) = target.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                }
-                std::fs::write(&target, &file.contents)
-                    .with_context(|| format!("cannot write {}", target.display()))?;
-            }
+        stale.extend(write_or_check(root, generate(root, lab)?, check)?);
+    }
+    Ok(stale)
+}
+
+/// Writes each generated file whose contents differ from what is on disk (or, with `check`,
+/// only lists them). Returns the paths that differed.
+pub fn write_or_check(root: &Path, files: Vec<Generated>, check: bool) -> Result<Vec<PathBuf>> {
+    let mut stale = Vec::new();
+    for file in files {
+        let target = root.join(&file.path);
+        if std::fs::read_to_string(&target).ok().as_deref() == Some(file.contents.as_str()) {
+            continue;
         }
+        if !check {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(&target, &file.contents)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+        }
+        stale.push(file.path);
     }
     Ok(stale)
 }

@@ -1,0 +1,319 @@
+//! `cargo lab handout DIR` (a student copy of the course without solutions or instructor pages)
+//! and `cargo lab reset N` (a lab back to its generated skeleton, the student's files saved).
+//!
+//! A handout keeps everything a student needs: `labs/` (freshly generated, never copied, so a
+//! lab the instructor has filled in cannot leak), `tests/` (the suites, the manifests, the course
+//! tool), `common/`, the book without the instructor guide, and the GitHub Classroom files. It
+//! drops `solutions/`, `.ci/` and the course's own CI workflow, makes the labs the workspace's
+//! default members (so `cargo test` grades them), and keeps a pristine copy of every skeleton in
+//! `.course/skeletons/` for `cargo lab reset`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::manifest::{Lab, Manifest};
+use crate::sync;
+
+/// Where a handout keeps the pristine skeletons, relative to its root.
+pub const SKELETONS: &str = ".course/skeletons";
+
+/// Paths (relative, `/`-separated) that never go into a handout.
+fn excluded(path: &str) -> bool {
+    path.starts_with("solutions/")
+        || path.starts_with("labs/") // regenerated instead of copied
+        || path.starts_with(".ci/")
+        || path.starts_with("target/")
+        || path.starts_with("book/book/")
+        || path.starts_with("lab-backups/")
+        || path == "book/src/instructor-guide.md"
+        || path == ".github/workflows/ci.yml"
+}
+
+/// The repository's files: tracked and untracked-but-not-ignored ones when git is there,
+/// otherwise every file outside `.git` and build output.
+fn repository_files(root: &Path) -> Result<Vec<String>> {
+    let git = Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .output();
+    if let Ok(out) = git {
+        if out.status.success() {
+            let text = String::from_utf8(out.stdout).context("git printed a non-UTF-8 path")?;
+            return Ok(text
+                .split('\0')
+                .filter(|p| !p.is_empty() && root.join(p).is_file())
+                .map(str::to_owned)
+                .collect());
+        }
+    }
+    let mut files = Vec::new();
+    walk(root, Path::new(""), &mut files)?;
+    Ok(files)
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let rel = rel.join(entry.file_name());
+        let name = rel.to_string_lossy().replace('\\', "/");
+        if name == ".git" || name == "target" || name == "book/book" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            walk(root, &rel, out)?;
+        } else {
+            out.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// Writes a student handout of the repository at `root` into `dest` (which must not exist, or
+/// be empty). Returns the number of files written.
+pub fn handout(root: &Path, manifest: &Manifest, dest: &Path) -> Result<usize> {
+    ensure!(
+        root.join("solutions").exists(),
+        "this is already a handout (there is no solutions/ here)"
+    );
+    if dest.exists() {
+        ensure!(
+            dest.read_dir()?.next().is_none(),
+            "{} exists and is not empty; choose a new folder",
+            dest.display()
+        );
+    }
+    let mut written = 0;
+    let mut write = |rel: &str, contents: &[u8]| -> Result<()> {
+        let path = dest.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        written += 1;
+        Ok(())
+    };
+    for rel in repository_files(root)? {
+        if excluded(&rel) {
+            continue;
+        }
+        let bytes = std::fs::read(root.join(&rel)).with_context(|| format!("cannot read {rel}"))?;
+        let bytes = match rel.as_str() {
+            "Cargo.toml" => student_workspace(&String::from_utf8(bytes)?)?.into_bytes(),
+            "book/src/SUMMARY.md" => String::from_utf8(bytes)?
+                .lines()
+                .filter(|l| !l.contains("instructor-guide.md"))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .into_bytes(),
+            "README.md" => format!("{HANDOUT_NOTE}{}", String::from_utf8(bytes)?).into_bytes(),
+            _ => bytes,
+        };
+        write(&rel, &bytes)?;
+    }
+    for lab in &manifest.labs {
+        for file in sync::generate(root, lab)? {
+            let rel = file.path.to_string_lossy().replace('\\', "/");
+            write(&rel, file.contents.as_bytes())?;
+            let pristine = Path::new(SKELETONS).join(file.path.strip_prefix("labs")?);
+            write(
+                &pristine.to_string_lossy().replace('\\', "/"),
+                file.contents.as_bytes(),
+            )?;
+        }
+    }
+    Ok(written)
+}
+
+const HANDOUT_NOTE: &str = "> **Student handout.** The reference solutions and the instructor pages are not part of \
+this copy. `cargo test` runs the grading suites on your labs: they fail until you complete the \
+steps. Start with `cargo lab status`.\n\n";
+
+/// The workspace manifest of a handout: no solution packages, and every member a default member.
+fn student_workspace(text: &str) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().context("the root Cargo.toml does not parse")?;
+    let workspace = doc["workspace"]
+        .as_table_mut()
+        .context("the root Cargo.toml has no [workspace]")?;
+    let members = workspace["members"]
+        .as_array_mut()
+        .context("[workspace] has no members array")?;
+    members.retain(|m| m.as_str() != Some("solutions/*"));
+    workspace.remove("default-members");
+    if let Some(mut key) = workspace.key_mut("members") {
+        key.leaf_decor_mut()
+            .set_prefix("# A student handout: the labs are default members, so `cargo test` grades them.\n");
+    }
+    Ok(doc.to_string())
+}
+
+/// The pristine files of `lab`'s skeleton: generated from the solution when it is here, or the
+/// copy a handout keeps in [`SKELETONS`].
+fn pristine(root: &Path, lab: &Lab) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    if root.join(lab.solution_dir()).exists() {
+        return Ok(sync::generate(root, lab)?
+            .into_iter()
+            .map(|f| (f.path, f.contents.into_bytes()))
+            .collect());
+    }
+    let base = root.join(SKELETONS).join(lab.dir_name());
+    ensure!(
+        base.exists(),
+        "neither {} nor {} is here, so there is no skeleton to reset to",
+        lab.solution_dir().display(),
+        base.display()
+    );
+    let mut names = Vec::new();
+    walk(&base, Path::new(""), &mut names)?;
+    names
+        .into_iter()
+        .map(|name| Ok((lab.lab_dir().join(&name), std::fs::read(base.join(&name))?)))
+        .collect()
+}
+
+/// Puts `lab` back to its generated skeleton after moving the student's whole lab folder to
+/// `lab-backups/NN-slug-<seconds since 1970>/`. Returns the backup folder.
+pub fn reset(root: &Path, lab: &Lab) -> Result<PathBuf> {
+    let files = pristine(root, lab)?;
+    let dir = root.join(lab.lab_dir());
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let backup = root
+        .join("lab-backups")
+        .join(format!("{}-{stamp}", lab.dir_name()));
+    if backup.exists() {
+        bail!("{} already exists; try again in a second", backup.display());
+    }
+    if dir.exists() {
+        let mut names = Vec::new();
+        walk(&dir, Path::new(""), &mut names)?;
+        for name in names {
+            let to = backup.join(&name);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(dir.join(&name), &to).with_context(|| format!("cannot back up {name}"))?;
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    for (path, contents) in files {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(backup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The code inside the solution regions of `text`: lines of real code (a call or an
+    /// assignment) long enough to be distinctive, not a bare name the book may mention.
+    fn solution_lines(text: &str) -> Vec<String> {
+        let mut inside = false;
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with("// >>>") {
+                inside = true;
+            } else if t == "// <<<" {
+                inside = false;
+            } else if inside
+                && t.len() >= 32
+                && !t.starts_with("//")
+                && (t.contains('(') || t.contains(" = "))
+            {
+                lines.push(t.to_owned());
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn a_handout_holds_no_solution_code() {
+        let root = crate::root();
+        if !root.join("solutions").exists() {
+            common::testing::notice(
+                "no solutions/ here (a student handout): skipped a_handout_holds_no_solution_code",
+            );
+            return;
+        }
+        let manifest = Manifest::load(&root).expect("manifests");
+        let dest = std::env::temp_dir().join(format!("course-handout-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dest);
+        let n = handout(&root, &manifest, &dest).expect("handout");
+        assert!(n > 20, "only {n} files written");
+
+        // Every line of solution code in any solutions/ Rust file, except lines that the
+        // skeleton itself also has outside the regions (a shared `Ok(())`, say).
+        let mut secrets = Vec::new();
+        let mut solution_files = Vec::new();
+        walk(&root.join("solutions"), Path::new(""), &mut solution_files).expect("solutions");
+        for f in solution_files.iter().filter(|f| f.ends_with(".rs")) {
+            let text = std::fs::read_to_string(root.join("solutions").join(f)).expect("read");
+            secrets.extend(solution_lines(&text));
+        }
+        let mut files = Vec::new();
+        walk(&dest, Path::new(""), &mut files).expect("walk handout");
+        let skeleton_text: String = files
+            .iter()
+            .filter(|f| f.starts_with("labs/"))
+            .map(|f| std::fs::read_to_string(dest.join(f)).unwrap_or_default())
+            .collect();
+        // Lines the shared code (common/, tests/) also has are idioms, not solutions.
+        let mut shared_text = String::new();
+        for dir in ["common", "tests"] {
+            let mut names = Vec::new();
+            walk(&root.join(dir), Path::new(""), &mut names).expect("walk shared code");
+            for name in names.iter().filter(|f| f.ends_with(".rs")) {
+                shared_text += &std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();
+            }
+        }
+        secrets.retain(|s| !skeleton_text.contains(s.as_str()) && !shared_text.contains(s.as_str()));
+        assert!(
+            secrets.len() > 50,
+            "too few solution lines found ({}) to make this test meaningful",
+            secrets.len()
+        );
+
+        for f in &files {
+            assert!(!f.starts_with("solutions/"), "{f} is in the handout");
+            assert!(!f.contains("instructor-guide"), "{f} is in the handout");
+            let Ok(text) = std::fs::read_to_string(dest.join(f)) else {
+                continue;
+            };
+            // The generator's own sources describe the markers; nothing else may hold one.
+            if !f.starts_with("tests/src/") {
+                assert!(!text.contains("// >>> step"), "{f} contains a solution marker");
+            }
+            for s in &secrets {
+                assert!(!text.contains(s.as_str()), "{f} contains solution code: {s}");
+            }
+        }
+        let cargo = std::fs::read_to_string(dest.join("Cargo.toml")).expect("Cargo.toml");
+        assert!(
+            !cargo.contains("solutions/") && !cargo.contains("default-members"),
+            "{cargo}"
+        );
+        assert!(dest.join(SKELETONS).join("01-udp/src/lib.rs").exists());
+        std::fs::remove_dir_all(&dest).expect("clean up");
+    }
+
+    #[test]
+    fn the_student_workspace_drops_solutions_and_default_members() {
+        let text = "[workspace]\nresolver = \"3\"\n# the instructor's comment\nmembers = [\"common\", \"tests\", \"solutions/*\", \"labs/*\"]\ndefault-members = [\"common\"]\n";
+        let out = student_workspace(text).expect("edits");
+        assert!(out.contains("the labs are default members"), "{out}");
+        assert!(
+            out.contains("members = [\"common\", \"tests\", \"labs/*\"]"),
+            "{out}"
+        );
+        assert!(!out.contains("default-members"), "{out}");
+    }
+}
