@@ -13,6 +13,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -268,6 +269,8 @@ pub struct ServerProcess {
     addr: SocketAddr,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Set once stderr reached end of file (the process exited) and every line was collected.
+    stderr_done: Arc<AtomicBool>,
     description: String,
 }
 
@@ -298,14 +301,16 @@ impl ServerProcess {
             });
         }
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_done = Arc::new(AtomicBool::new(false));
         if let Some(err) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
+            let (sink, done) = (Arc::clone(&stderr), Arc::clone(&stderr_done));
             thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     if let Ok(mut lines) = sink.lock() {
                         lines.push(line);
                     }
                 }
+                done.store(true, Ordering::SeqCst);
             });
         }
         let mut server = ServerProcess {
@@ -313,6 +318,7 @@ impl ServerProcess {
             addr: SocketAddr::new(LOCALHOST_V4, 0),
             stdout,
             stderr,
+            stderr_done,
             description,
         };
         server.addr = server.await_ready_line();
@@ -389,10 +395,12 @@ impl ServerProcess {
     /// Waits up to `timeout` until `count` stderr lines contain `needle`, and returns them all.
     ///
     /// # Panics
-    /// When fewer lines appear in time (the message shows what the server did log).
+    /// When fewer lines appear in time, or at once when the process has exited without logging
+    /// them (a skeleton's `todo!()` panic, say); the message shows what the server did log.
     pub fn expect_stderr_lines(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
+            let exited = self.stderr_done.load(Ordering::SeqCst);
             let found: Vec<String> = self
                 .stderr_lines()
                 .into_iter()
@@ -401,6 +409,13 @@ impl ServerProcess {
             if found.len() >= count {
                 return found;
             }
+            assert!(
+                !exited,
+                "{} exited after logging {} of the {count} expected lines containing {needle:?}{}",
+                self.description,
+                found.len(),
+                self.stderr_report()
+            );
             assert!(
                 Instant::now() < deadline,
                 "{} logged {} of the {count} expected lines containing {needle:?} within {} ms{}",

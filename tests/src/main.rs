@@ -135,6 +135,21 @@ pub(crate) fn root() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // `cargo lab status | head` closes the pipe early; Rust ignores SIGPIPE, so `println!` would
+    // panic. Stop quietly instead, as a command-line tool in a pipeline should.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(true) => ExitCode::SUCCESS,

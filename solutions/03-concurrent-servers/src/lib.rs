@@ -1,0 +1,768 @@
+//! Lab 03: concurrent servers — one line echo server, three ways to serve many clients.
+//!
+//! An **iterative** server serves one connection at a time, so every client waits for the one
+//! before it. Two classic ways out: a new **process per connection** (`fork(2)`, the UNIX way)
+//! and a new **thread per connection** (the Java `Connection` thread of the lectures). All three
+//! models here run the same per-connection code, [`handle_connection`], which is given complete:
+//! the lab is about the accept loop and the lifetimes of processes, threads and descriptors.
+//!
+//! Lecture: the UNIX socket slides (iterative servers, `fork()` per client), the Java
+//! thread-per-connection echo server. Linux details: fork(2), waitpid(2), signal(7),
+//! signalfd(2), pthreads(7), listen(2) (the backlog).
+//!
+//! Steps (see the book's Lab 03 chapter; `cargo test -p lab03-concurrent-servers stepN_` checks
+//! step N):
+//! 1. [`serve_iterative`]: accept, serve, repeat;
+//! 2. [`serve_threads`]: a thread per connection, finished threads joined, at most
+//!    `max_clients` at once;
+//! 3. [`reap_children`]: collect the exit status of every finished child (no zombies);
+//! 4. [`serve_fork`]: a process per connection, each side closing what it does not need;
+//! 5. [`stop_children`]: on SIGINT or SIGTERM, stop the children and wait for them.
+//!
+//! The load generator, [`bench`], and the plot of its results, [`plot`], are given complete.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::mpsc; // solution-only
+use std::thread::{self, JoinHandle}; // solution-only
+use std::time::Duration;
+
+#[cfg(unix)]
+use nix::sys::signal::Signal;
+#[cfg(unix)]
+use nix::sys::wait::WaitStatus;
+#[cfg(unix)]
+use nix::unistd::{ForkResult, Pid};
+
+pub mod bench;
+pub mod plot;
+
+/// The server's default port, as in the lecture's Java TCPServer.
+pub const DEFAULT_PORT: u16 = 7896;
+
+/// The default cap on clients served at once by the `fork` and `thread` models: 64.
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
+
+/// How long a connection may stay silent before the server closes it: 10 000 ms.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest request line [`handle_connection`] accepts, in bytes without the `\n`: 65 536.
+pub const MAX_LINE: usize = 65_536;
+
+/// How long the forking server waits for a connection before it looks at its children and at
+/// the signals again: 50 ms. It bounds how long a finished child stays a zombie.
+pub const TICK: Duration = Duration::from_millis(50);
+
+// ANCHOR: model
+/// How the server serves its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// One connection at a time, in the server's only thread; the others wait in the backlog.
+    Iterative,
+    /// A child process per connection (`fork`); Unix only.
+    Fork,
+    /// A thread per connection.
+    Thread,
+}
+// ANCHOR_END: model
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Model::Iterative => "iterative",
+            Model::Fork => "fork",
+            Model::Thread => "thread",
+        })
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+
+    /// Parses `iterative`, `fork` or `thread`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "iterative" => Ok(Model::Iterative),
+            "fork" => Ok(Model::Fork),
+            "thread" => Ok(Model::Thread),
+            _ => Err(format!("`{s}` is not a model (iterative, fork or thread)")),
+        }
+    }
+}
+
+// ANCHOR: server_config
+/// How the server treats its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The most clients served at once by `fork` and `thread` (at least 1). At the cap the server
+    /// stops accepting: new connections wait in the listening socket's backlog until a client
+    /// leaves.
+    pub max_clients: usize,
+    /// Read and write timeout of each connection: a client silent this long is dropped.
+    /// `None` waits forever.
+    pub idle_timeout: Option<Duration>,
+    /// Stop accepting after this many connections, wait for the clients being served, and
+    /// return; `None` serves forever.
+    pub max_connections: Option<u64>,
+}
+// ANCHOR_END: server_config
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_connections: None,
+        }
+    }
+}
+
+// ANCHOR: event
+/// Who serves an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// The server's own thread, before it accepts anyone else (iterative).
+    Inline,
+    /// A new thread of the server.
+    Thread,
+    /// A new child process, with this process id.
+    Child(u32),
+}
+
+/// One thing the server did; its [`Display`](fmt::Display) is the server's log line.
+#[derive(Debug)]
+pub enum Event {
+    /// A connection from `peer` was accepted and handed to `worker`; `live` clients (this one
+    /// included) are now being served.
+    Accepted {
+        /// The client's IP address and (ephemeral) port.
+        peer: SocketAddr,
+        /// Who serves it.
+        worker: Worker,
+        /// Clients being served now, this one included.
+        live: usize,
+    },
+    /// The client finished (EOF) and the connection was closed after `lines` lines echoed.
+    Closed {
+        /// The client.
+        peer: SocketAddr,
+        /// Lines echoed.
+        lines: u64,
+    },
+    /// The connection ended with an error (reset, idle timeout, over-long line) and was closed.
+    Failed {
+        /// The client.
+        peer: SocketAddr,
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// `accept` failed for one connection (see [`is_per_connection`]); the server goes on.
+    AcceptFailed {
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// `max` clients are being served: the server accepts no one until one leaves, and new
+    /// connections wait in the backlog. Logged once each time the cap is reached.
+    AtCapacity {
+        /// The cap, `max_clients`.
+        max: usize,
+    },
+    /// A finished child process was reaped (its exit status collected): it is gone for good.
+    Reaped {
+        /// The child's process id.
+        pid: u32,
+        /// How it ended: `exit status 0`, `killed by SIGTERM`...
+        how: String,
+    },
+    /// The server received `signal` and stops its `children` child processes.
+    Stopping {
+        /// The signal's name, `SIGINT` or `SIGTERM`.
+        signal: String,
+        /// How many children are still running.
+        children: usize,
+    },
+}
+// ANCHOR_END: event
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Accepted { peer, worker, live } => match worker {
+                Worker::Inline => write!(f, "{peer}: connected; served now, the next clients wait"),
+                Worker::Thread => write!(f, "{peer}: connected; served by a new thread ({live} live)"),
+                Worker::Child(pid) => {
+                    write!(f, "{peer}: connected; served by child {pid} ({live} live)")
+                }
+            },
+            Event::Closed { peer, lines } => write!(
+                f,
+                "{peer}: closed after echoing {lines} line{}",
+                if *lines == 1 { "" } else { "s" }
+            ),
+            Event::Failed { peer, error } if is_timeout(error) => write!(
+                f,
+                "{peer}: silent for longer than the idle timeout; connection closed"
+            ),
+            Event::Failed { peer, error } => write!(f, "{peer}: connection closed after an error: {error}"),
+            Event::AcceptFailed { error } => write!(f, "accept failed (still serving): {error}"),
+            Event::AtCapacity { max } => write!(
+                f,
+                "{max} clients being served, the cap: new connections wait in the backlog"
+            ),
+            Event::Reaped { pid, how } => write!(f, "child {pid} reaped: {how}"),
+            Event::Stopping { signal, children } => write!(
+                f,
+                "{signal} received: stopping {children} child{} and exiting",
+                if *children == 1 { "" } else { "ren" }
+            ),
+        }
+    }
+}
+
+/// Where the server reports its [`Event`]s. Shared by every thread of the server, hence the
+/// `Arc` and the `Send + Sync`; the binary writes each event as one line on stderr.
+pub type Log = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Whether `e` is what a socket read or write timeout produces: `WouldBlock` on Unix,
+/// `TimedOut` on Windows. Given complete.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Whether an error of `accept` concerns one connection only, so the server should log it and
+/// go on: a connection reset or aborted before it was accepted, or a signal. Given complete.
+pub fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
+
+// ANCHOR: handle_connection
+/// Serves one connection: echoes each `\n`-terminated line back, until the client's end of
+/// stream, and returns how many lines were echoed. Given complete (it is Lab 02's line mode).
+///
+/// Sets `idle_timeout` as the stream's read and write timeout. Lines are capped at [`MAX_LINE`]
+/// bytes. The connection is closed when `stream` is dropped, on return.
+///
+/// # Errors
+/// `io::ErrorKind::InvalidData` for a line over [`MAX_LINE`] bytes; `UnexpectedEof` when the
+/// stream ends inside a line; `WouldBlock`/`TimedOut` when the client is silent for
+/// `idle_timeout`; `ConnectionReset`, `BrokenPipe` when the client has gone.
+pub fn handle_connection(stream: TcpStream, idle_timeout: Option<Duration>) -> io::Result<u64> {
+    stream.set_read_timeout(idle_timeout)?;
+    stream.set_write_timeout(idle_timeout)?;
+    // Replies go out at once, each in one write: no reason to let Nagle's algorithm wait.
+    stream.set_nodelay(true)?;
+    let mut input = BufReader::new(&stream);
+    let mut output = &stream;
+    let mut lines = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = MAX_LINE as u64 + 1;
+        match (&mut input).take(limit).read_until(b'\n', &mut line) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if line.is_empty() {
+            return Ok(lines);
+        }
+        if line.last() != Some(&b'\n') {
+            let (kind, what) = if line.len() > MAX_LINE {
+                (
+                    io::ErrorKind::InvalidData,
+                    format!("a line longer than {MAX_LINE} bytes"),
+                )
+            } else {
+                (
+                    io::ErrorKind::UnexpectedEof,
+                    "the stream ended inside a line".to_owned(),
+                )
+            };
+            return Err(io::Error::new(kind, what));
+        }
+        output.write_all(&line)?;
+        lines += 1;
+    }
+}
+// ANCHOR_END: handle_connection
+
+/// Serves one accepted connection with [`handle_connection`] and logs how it ended
+/// ([`Event::Closed`] or [`Event::Failed`]); returns whether it ended cleanly. Given complete.
+pub fn serve_one(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, log: &Log) -> bool {
+    match handle_connection(stream, config.idle_timeout) {
+        Ok(lines) => {
+            log(&Event::Closed { peer, lines });
+            true
+        }
+        Err(error) => {
+            log(&Event::Failed { peer, error });
+            false
+        }
+    }
+}
+
+/// Whether the server may accept another connection after `accepted` of them: always when
+/// `config.max_connections` is `None`, else while `accepted` is below it. Given complete.
+pub fn more_connections(config: &ServerConfig, accepted: u64) -> bool {
+    config.max_connections.is_none_or(|max| accepted < max)
+}
+
+// ANCHOR: serve_iterative
+/// Step 1. The iterative server: accepts one connection from `listener`, serves it with
+/// [`serve_one`] (which logs how it ended) and only then accepts the next. Logs
+/// [`Event::Accepted`] (with [`Worker::Inline`] and `live` 1) for each connection.
+///
+/// An `accept` error for which [`is_per_connection`] holds is logged ([`Event::AcceptFailed`])
+/// and the loop goes on. Stops after `config.max_connections` connections (forever when
+/// `None`) and returns how many it accepted. `config.max_clients` does not matter here: there
+/// is never more than one client.
+///
+/// # Errors
+/// Any other error of `accept` (for example `EMFILE`, too many open files) is returned.
+pub fn serve_iterative(listener: &TcpListener, config: &ServerConfig, log: &Log) -> io::Result<u64> {
+    // >>> step 1 (listener, config, log): accept, log Accepted, serve_one; repeat until max_connections
+    let mut accepted = 0;
+    while more_connections(config, accepted) {
+        let (stream, peer) = match listener.accept() {
+            Ok(connection) => connection,
+            Err(error) if is_per_connection(&error) => {
+                log(&Event::AcceptFailed { error });
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        accepted += 1;
+        log(&Event::Accepted {
+            peer,
+            worker: Worker::Inline,
+            live: 1,
+        });
+        serve_one(stream, peer, config, log);
+    }
+    Ok(accepted)
+    // <<<
+}
+// ANCHOR_END: serve_iterative
+
+// ANCHOR: serve_threads
+/// Step 2. The thread-per-connection server: accepts connections from `listener` and serves
+/// each in a new thread with [`serve_one`], so a slow or idle client delays no one else.
+///
+/// - Logs [`Event::Accepted`] with [`Worker::Thread`] and the number of live threads.
+/// - **Cleans up**: a finished thread is joined (its [`JoinHandle`] consumed) and no longer
+///   counts as live. Keep the handles of live threads only.
+/// - **Caps**: while `config.max_clients` threads are live, accepts nothing (log
+///   [`Event::AtCapacity`] once) and waits until one finishes; meanwhile new connections wait in
+///   the backlog. A finished thread must free its place even if its client misbehaved.
+/// - `accept` errors as in step 1.
+/// - After `config.max_connections` connections, waits for (joins) every live thread, then
+///   returns how many connections it accepted.
+///
+/// # Errors
+/// An `accept` error other than [`is_per_connection`] ones, or a failure to spawn a thread.
+pub fn serve_threads(listener: &TcpListener, config: &ServerConfig, log: &Log) -> io::Result<u64> {
+    // >>> step 2 (listener, config, log): spawn a thread per connection; join finished ones; wait at the cap
+    // Each thread sends its number when it ends (even by a panic: the sender is dropped then,
+    // and a disconnected receiver is handled below), so the loop learns which handle to join.
+    let (done_tx, done_rx) = mpsc::channel::<u64>();
+    let mut live: Vec<(u64, JoinHandle<()>)> = Vec::new();
+    let mut accepted = 0u64;
+    let join_finished = |live: &mut Vec<(u64, JoinHandle<()>)>, block: bool| {
+        let first = if block {
+            done_rx.recv_timeout(Duration::from_secs(1)).ok()
+        } else {
+            None
+        };
+        let mut finished: Vec<u64> = first.into_iter().collect();
+        finished.extend(done_rx.try_iter());
+        // A thread that panicked sent nothing: is_finished catches it too.
+        let mut i = 0;
+        while i < live.len() {
+            if finished.contains(&live[i].0) || live[i].1.is_finished() {
+                let (_, handle) = live.swap_remove(i);
+                let _ = handle.join();
+            } else {
+                i += 1;
+            }
+        }
+    };
+    while more_connections(config, accepted) {
+        join_finished(&mut live, false);
+        if live.len() >= config.max_clients.max(1) {
+            log(&Event::AtCapacity {
+                max: config.max_clients,
+            });
+            while live.len() >= config.max_clients.max(1) {
+                join_finished(&mut live, true);
+            }
+        }
+        let (stream, peer) = match listener.accept() {
+            Ok(connection) => connection,
+            Err(error) if is_per_connection(&error) => {
+                log(&Event::AcceptFailed { error });
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        accepted += 1;
+        let (config_, log_, done) = (config.clone(), Arc::clone(log), done_tx.clone());
+        let handle = thread::Builder::new()
+            .name(format!("client {peer}"))
+            .spawn(move || {
+                serve_one(stream, peer, &config_, &log_);
+                let _ = done.send(accepted);
+            })?;
+        live.push((accepted, handle));
+        log(&Event::Accepted {
+            peer,
+            worker: Worker::Thread,
+            live: live.len(),
+        });
+    }
+    for (_, handle) in live {
+        let _ = handle.join();
+    }
+    Ok(accepted)
+    // <<<
+}
+// ANCHOR_END: serve_threads
+
+/// Describes how a child ended, for [`Event::Reaped`]: `exit status 0`, `killed by SIGTERM`.
+/// Given complete.
+#[cfg(unix)]
+pub fn describe(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("killed by {}", signal.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+// ANCHOR: reap_children
+/// Step 3. Reaps every child in `children` that has finished, without waiting for the others:
+/// collects its exit status with `waitpid(pid, WNOHANG)`, logs [`Event::Reaped`] and removes it
+/// from `children`. Returns how many were reaped.
+///
+/// A child that has exited stays a **zombie** (an entry in the process table, state `Z` in
+/// `ps`) until its parent collects its status; a server that forgets this fills the table.
+/// Only the pids in `children` are waited for, never "any child" (`-1`): the caller may have
+/// other children that are none of this function's business.
+///
+/// # Errors
+/// An error of `waitpid` other than `ECHILD` (which means the pid is not, or no longer, our
+/// child: it is removed from `children` without a log line).
+#[cfg(unix)]
+pub fn reap_children(children: &mut Vec<Pid>, log: &Log) -> io::Result<usize> {
+    // >>> step 3 (children, log): waitpid(pid, WNOHANG) each child; log and forget those that ended
+    let mut reaped = 0;
+    let mut i = 0;
+    while i < children.len() {
+        let pid = children[i];
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => i += 1,
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                children.swap_remove(i);
+                reaped += 1;
+                log(&Event::Reaped {
+                    pid: pid.as_raw().unsigned_abs(),
+                    how: describe(&status),
+                });
+            }
+            // Stopped or continued: still alive, still ours.
+            Ok(_) => i += 1,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::ECHILD) => {
+                children.swap_remove(i);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(reaped)
+    // <<<
+}
+// ANCHOR_END: reap_children
+
+// ANCHOR: signals
+/// The forking server's watch for SIGINT and SIGTERM. Given complete.
+///
+/// On Linux and Android, [`Signals::watch`] blocks the two signals in the calling thread (so
+/// their default action, ending the process, does not happen) and opens a `signalfd(2)`, from
+/// which [`Signals::pending`] reads them without waiting. The forking server checks it between
+/// connections and stops its children before it exits. [`fork_process`] unblocks them again in
+/// each child, so a child dies of SIGINT or SIGTERM as usual.
+///
+/// The server stops its children with SIGTERM whichever of the two it received: a program
+/// started in the background by a shell script (`server &`) inherits SIGINT *ignored*, and so do
+/// its children, which a SIGINT would then not stop. (A blocked signal is still delivered to the
+/// signalfd even when ignored, so the server itself does see SIGINT.)
+///
+/// On other Unix systems this is a no-op: the signals keep their default action (the server
+/// dies at once), and a terminal's Ctrl-C still reaches the children, which share the server's
+/// process group; `kill -TERM` on the server alone leaves them to finish their clients.
+#[cfg(unix)]
+pub struct Signals {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fd: nix::sys::signalfd::SignalFd,
+}
+
+#[cfg(unix)]
+impl Signals {
+    /// The signals watched: SIGINT (Ctrl-C) and SIGTERM (`kill`).
+    fn set() -> nix::sys::signal::SigSet {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set
+    }
+
+    /// Starts watching SIGINT and SIGTERM (blocking them in this thread: call it before the
+    /// process has other threads).
+    ///
+    /// # Errors
+    /// When the signal mask cannot be changed or the signalfd cannot be opened.
+    pub fn watch() -> io::Result<Signals> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use nix::sys::signalfd::{SfdFlags, SignalFd};
+            Self::set().thread_block()?;
+            let fd = SignalFd::with_flags(&Self::set(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+            Ok(Signals { fd })
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Ok(Signals {})
+    }
+
+    /// The first watched signal received since the last call, if any; never waits.
+    pub fn pending(&self) -> Option<Signal> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let info = self.fd.read_signal().ok().flatten()?;
+            Signal::try_from(i32::try_from(info.ssi_signo).ok()?).ok()
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        None
+    }
+}
+// ANCHOR_END: signals
+
+// ANCHOR: fork_process
+/// Creates a child process, a copy of this one, with `fork(2)`. Given complete: it holds the
+/// lab's only `unsafe` code.
+///
+/// Returns [`ForkResult::Parent`] with the child's pid in the parent, and
+/// [`ForkResult::Child`] in the child; both continue from here. The child gets a copy of the
+/// parent's memory and **shares** its open file descriptions: every socket, including the
+/// listening one, is open in both processes and is closed only when both have closed it.
+///
+/// Before forking, stdout and stderr are flushed (otherwise text still in the parent's buffer
+/// would be printed twice, once by each process). In the child, SIGINT and SIGTERM are
+/// unblocked again (the signal mask is inherited; see [`Signals`]).
+///
+/// # Errors
+/// `io::ErrorKind::Other` when the process has more than one thread (Linux; see the safety
+/// note below); `EAGAIN`/`ENOMEM` from `fork` when the system cannot create another process.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn fork_process() -> io::Result<ForkResult> {
+    io::stdout().flush()?;
+    io::stderr().flush()?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let threads = std::fs::read_dir("/proc/self/task")?.count();
+        if threads != 1 {
+            return Err(io::Error::other(format!(
+                "refusing to fork a process with {threads} threads (only the forking thread would \
+                 exist in the child, and locks the others hold would stay locked forever)"
+            )));
+        }
+    }
+    // SAFETY: fork is unsafe because the child starts with a copy of the whole memory but only
+    // the calling thread: a lock (the allocator's, stdout's, a Mutex) that another thread held
+    // at that moment stays locked in the child forever, so a multi-threaded parent's child may
+    // only call async-signal-safe functions until it execs or exits. This process has exactly
+    // one thread (checked just above on Linux; the forking server runs in the main thread of a
+    // program that starts no other, see `serve_fork`), so no lock can be held by anyone else
+    // and the child may run ordinary Rust code (allocate, log, and exit with process::exit).
+    let result = unsafe { nix::unistd::fork() }?;
+    if let ForkResult::Child = result {
+        Signals::set().thread_unblock()?;
+    }
+    Ok(result)
+}
+// ANCHOR_END: fork_process
+
+/// Waits up to `tick` for a connection on `listener` and accepts it; `Ok(None)` when none came.
+/// Given complete: it lets the forking server look at its children and at the signals between
+/// connections, which a plain blocking `accept` would not (`accept` is retried after a signal).
+///
+/// The listener is switched to non-blocking mode; accepted streams are blocking.
+///
+/// # Errors
+/// Errors of `poll(2)` and of `accept` (`WouldBlock` excepted).
+#[cfg(unix)]
+pub fn accept_within(listener: &TcpListener, tick: Duration) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    listener.set_nonblocking(true)?;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match listener.accept() {
+        Ok((stream, peer)) => {
+            stream.set_nonblocking(false)?;
+            Ok(Some((stream, peer)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+// ANCHOR: serve_fork
+/// Step 4. The fork-per-connection server (Unix only). Takes `listener` by value: the child
+/// must be able to close (drop) its copy.
+///
+/// Loops until `config.max_connections` connections have been accepted:
+/// - if `signals` has a signal pending, logs [`Event::Stopping`], stops the children with
+///   [`stop_children`] and SIGTERM (whichever signal arrived), and returns;
+/// - reaps finished children with [`reap_children`];
+/// - at the cap (`config.max_clients` children alive) logs [`Event::AtCapacity`] once and
+///   accepts nothing: sleeps [`TICK`] and loops;
+/// - otherwise waits up to [`TICK`] for a connection with [`accept_within`] (`accept` errors as
+///   in step 1), then forks with [`fork_process`]:
+///   - the **child** drops the listening socket, serves the connection with [`serve_one`], and
+///     exits with `std::process::exit` (status 0, or 1 when the connection failed). It never
+///     returns into the loop.
+///   - the **parent** drops the connected socket, remembers the child's pid, and logs
+///     [`Event::Accepted`] with [`Worker::Child`].
+///
+/// After the last connection it waits (reaping, watching `signals`) until every child has
+/// ended, and returns how many connections it accepted.
+///
+/// Must run in a single-threaded process (see [`fork_process`]).
+///
+/// # Errors
+/// `accept` errors other than [`is_per_connection`] ones, and errors of [`fork_process`],
+/// [`reap_children`] and [`stop_children`].
+#[cfg(unix)]
+pub fn serve_fork(
+    listener: TcpListener,
+    config: &ServerConfig,
+    signals: &Signals,
+    log: &Log,
+) -> io::Result<u64> {
+    // >>> step 4 (listener, config, signals, log): fork per connection; child: drop listener, serve, exit; parent: drop stream, reap
+    let mut children: Vec<Pid> = Vec::new();
+    let mut accepted = 0u64;
+    let mut at_capacity = false;
+    loop {
+        if let Some(signal) = signals.pending() {
+            log(&Event::Stopping {
+                signal: signal.as_str().to_owned(),
+                children: children.len(),
+            });
+            // SIGTERM whatever the server received: a child may ignore SIGINT (see Signals).
+            stop_children(&mut children, Signal::SIGTERM, log)?;
+            return Ok(accepted);
+        }
+        reap_children(&mut children, log)?;
+        if !more_connections(config, accepted) {
+            if children.is_empty() {
+                return Ok(accepted);
+            }
+            thread::sleep(TICK);
+            continue;
+        }
+        if children.len() >= config.max_clients.max(1) {
+            if !at_capacity {
+                log(&Event::AtCapacity {
+                    max: config.max_clients,
+                });
+                at_capacity = true;
+            }
+            thread::sleep(TICK);
+            continue;
+        }
+        at_capacity = false;
+        let (stream, peer) = match accept_within(&listener, TICK) {
+            Ok(Some(connection)) => connection,
+            Ok(None) => continue,
+            Err(error) if is_per_connection(&error) => {
+                log(&Event::AcceptFailed { error });
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        accepted += 1;
+        match fork_process()? {
+            ForkResult::Child => {
+                // The child serves this one client: it needs no listening socket. Keeping it
+                // would keep the server's port open after the parent has gone.
+                drop(listener);
+                let ok = serve_one(stream, peer, config, log);
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            ForkResult::Parent { child } => {
+                // The child has its own copy of the connection; the parent's copy would keep
+                // the connection open (no EOF for the client) after the child has closed it.
+                drop(stream);
+                children.push(child);
+                log(&Event::Accepted {
+                    peer,
+                    worker: Worker::Child(child.as_raw().unsigned_abs()),
+                    live: children.len(),
+                });
+            }
+        }
+    }
+    // <<<
+}
+// ANCHOR_END: serve_fork
+
+// ANCHOR: stop_children
+/// Step 5. Stops every child in `children`: sends each one `signal` (SIGINT or SIGTERM) with
+/// `kill(2)`, then waits for each one (a blocking `waitpid(pid)`), logs [`Event::Reaped`] and
+/// removes it. On return `children` is empty and no zombie is left.
+///
+/// A child that has already exited but not yet been reaped can still be signalled (nothing
+/// happens) and waited for; one that is not our child any more (`ESRCH` from `kill`, `ECHILD`
+/// from `waitpid`) is removed without a log line.
+///
+/// # Errors
+/// Other errors of `kill` or `waitpid` (`EINTR` is retried); the children not yet handled stay
+/// in `children`.
+#[cfg(unix)]
+pub fn stop_children(children: &mut Vec<Pid>, signal: Signal, log: &Log) -> io::Result<()> {
+    // >>> step 5 (children, signal, log): kill(pid, signal) each child, then waitpid(pid) each, logging Reaped
+    use nix::errno::Errno;
+    for pid in children.iter() {
+        match nix::sys::signal::kill(*pid, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    while let Some(&pid) = children.last() {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => log(&Event::Reaped {
+                pid: pid.as_raw().unsigned_abs(),
+                how: describe(&status),
+            }),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => {}
+            Err(e) => return Err(e.into()),
+        }
+        children.pop();
+    }
+    Ok(())
+    // <<<
+}
+// ANCHOR_END: stop_children
