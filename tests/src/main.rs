@@ -127,9 +127,15 @@ enum Cmd {
     },
 }
 
-/// The repository root (the folder holding `tests/labs/`).
+/// The repository root (the folder holding `tests/labs/`): the parent of this package's folder.
+///
+/// Taken from `CARGO_MANIFEST_DIR` at run time (`cargo run`, so `cargo lab`, and `cargo test`
+/// set it), falling back to where the binary was compiled. The run-time value matters when two
+/// checkouts share a target folder: the binary there may have been built from the other one.
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
