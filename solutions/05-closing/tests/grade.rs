@@ -1,4 +1,4 @@
-//! Runs the Lab 05 grading suite (`tests/05_closing.rs` at the top of the repository) against
+//! Runs the Lab 05 grading suite (`tests/05-closing/suite.rs`) against
 //! this package: `cargo test -p solution05-closing`, or one step with
 //! `cargo test -p solution05-closing step3_`.
 
@@ -7,5 +7,5 @@ use solution05_closing as lab;
 /// The package's binary, built by cargo for this test.
 const BIN: &str = env!("CARGO_BIN_EXE_solution05-closing");
 
-#[path = "../../../tests/05_closing.rs"]
+#[path = "../../../tests/05-closing/suite.rs"]
 mod suite;

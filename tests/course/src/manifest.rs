@@ -1,5 +1,5 @@
-//! The course manifest, one file per lab in `tests/labs/NN-slug.toml`: the labs, their steps,
-//! points, hints and demos. Adding a lab means adding its file; nothing else lists the labs.
+//! The course manifest, one file per lab in `tests/NN-slug/lab.toml`: the labs, their steps,
+//! points, hints and demos. Adding a lab means adding its folder; nothing else lists the labs.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ pub struct Manifest {
 pub struct Lab {
     /// Its number, 1-based: lab 1 lives in `labs/01-<slug>`.
     pub number: u32,
-    /// Its short name: `udp` gives `labs/01-udp`, package `lab01-udp`, suite `tests/01_udp.rs`.
+    /// Its short name: `udp` gives `labs/01-udp`, package `lab01-udp`, `tests/01-udp/suite.rs`.
     pub slug: String,
     /// Its title.
     pub title: String,
@@ -61,23 +61,25 @@ pub struct Demo {
 }
 
 impl Manifest {
-    /// Reads and checks every `tests/labs/*.toml` under `root`, in lab-number order.
+    /// Reads and checks every `tests/NN-slug/lab.toml` under `root`, in lab-number order.
     pub fn load(root: &Path) -> Result<Manifest> {
-        let dir = root.join("tests/labs");
+        let dir = root.join("tests");
         let mut labs = Vec::new();
         for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|e| e != "toml") {
+            let path = entry?.path().join("lab.toml");
+            if !path.is_file() {
                 continue;
             }
             let text =
                 std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let lab: Lab =
                 toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
-            let expected = format!("{}.toml", lab.dir_name());
+            let expected = lab.dir_name();
             ensure!(
-                path.file_name().is_some_and(|n| n == expected.as_str()),
-                "{} describes lab {} `{}`, so it must be named {expected}",
+                path.parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|n| n == expected.as_str()),
+                "{} describes lab {} `{}`, so it must be in tests/{expected}/",
                 path.display(),
                 lab.number,
                 lab.slug
@@ -93,7 +95,11 @@ impl Manifest {
                 pair[0].number
             );
         }
-        ensure!(!labs.is_empty(), "{} holds no lab manifests", dir.display());
+        ensure!(
+            !labs.is_empty(),
+            "{} holds no lab manifests (NN-slug/lab.toml)",
+            dir.display()
+        );
         Ok(Manifest { labs })
     }
 
@@ -181,7 +187,7 @@ mod tests {
     #[test]
     fn the_repository_manifest_loads() {
         let root = crate::root();
-        let manifest = Manifest::load(&root).expect("tests/labs/*.toml load");
+        let manifest = Manifest::load(&root).expect("tests/*/lab.toml load");
         let lab = manifest.lab(1).expect("lab 1");
         assert_eq!(lab.lab_package(), "lab01-udp");
         assert_eq!(lab.points(), 100);

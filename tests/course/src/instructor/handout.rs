@@ -1,5 +1,4 @@
-//! `cargo lab handout DIR` (a student copy of the course without solutions or instructor pages)
-//! and `cargo lab reset N` (a lab back to its generated skeleton, the student's files saved).
+//! `cargo lab handout DIR`: a student copy of the course without solutions or instructor pages.
 //!
 //! A handout keeps everything a student needs: `labs/` (freshly generated, never copied, so a
 //! lab the instructor has filled in cannot leak), `tests/` (the suites, the manifests, the course
@@ -8,14 +7,13 @@
 //! default members (so `cargo test` grades them), and keeps a pristine copy of every skeleton in
 //! `.course/skeletons/` for `cargo lab reset`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
-use crate::manifest::{Lab, Manifest};
-use crate::sync;
+use crate::dev::sync;
+use crate::manifest::Manifest;
 
 /// Where a handout keeps the pristine skeletons, relative to its root.
 pub const SKELETONS: &str = ".course/skeletons";
@@ -54,7 +52,9 @@ fn repository_files(root: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+/// Every file under `root.join(rel)`, as `/`-separated paths relative to `root`, skipping `.git`,
+/// `target` and the built book.
+pub fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
     for entry in std::fs::read_dir(root.join(rel))? {
         let entry = entry?;
         let rel = rel.join(entry.file_name());
@@ -69,6 +69,17 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `cargo lab handout DIR`.
+pub fn command(root: &Path, manifest: &Manifest, dir: &Path) -> Result<bool> {
+    let n = handout(root, manifest, dir)?;
+    println!("wrote a student handout of {n} files to {}", dir.display());
+    println!(
+        "next: cd {} && git init && git add -A && git commit -m 'Handout'",
+        dir.display()
+    );
+    Ok(true)
 }
 
 /// Writes a student handout of the repository at `root` into `dest` (which must not exist, or
@@ -147,66 +158,6 @@ fn student_workspace(text: &str) -> Result<String> {
             .set_prefix("# A student handout: the labs are default members, so `cargo test` grades them.\n");
     }
     Ok(doc.to_string())
-}
-
-/// The pristine files of `lab`'s skeleton: generated from the solution when it is here, or the
-/// copy a handout keeps in [`SKELETONS`].
-fn pristine(root: &Path, lab: &Lab) -> Result<Vec<(PathBuf, Vec<u8>)>> {
-    if root.join(lab.solution_dir()).exists() {
-        return Ok(sync::generate(root, lab)?
-            .into_iter()
-            .map(|f| (f.path, f.contents.into_bytes()))
-            .collect());
-    }
-    let base = root.join(SKELETONS).join(lab.dir_name());
-    ensure!(
-        base.exists(),
-        "neither {} nor {} is here, so there is no skeleton to reset to",
-        lab.solution_dir().display(),
-        base.display()
-    );
-    let mut names = Vec::new();
-    walk(&base, Path::new(""), &mut names)?;
-    names
-        .into_iter()
-        .map(|name| Ok((lab.lab_dir().join(&name), std::fs::read(base.join(&name))?)))
-        .collect()
-}
-
-/// Puts `lab` back to its generated skeleton after moving the student's whole lab folder to
-/// `lab-backups/NN-slug-<seconds since 1970>/`. Returns the backup folder.
-pub fn reset(root: &Path, lab: &Lab) -> Result<PathBuf> {
-    let files = pristine(root, lab)?;
-    let dir = root.join(lab.lab_dir());
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let backup = root
-        .join("lab-backups")
-        .join(format!("{}-{stamp}", lab.dir_name()));
-    if backup.exists() {
-        bail!("{} already exists; try again in a second", backup.display());
-    }
-    if dir.exists() {
-        let mut names = Vec::new();
-        walk(&dir, Path::new(""), &mut names)?;
-        for name in names {
-            let to = backup.join(&name);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::copy(dir.join(&name), &to).with_context(|| format!("cannot back up {name}"))?;
-        }
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    for (path, contents) in files {
-        let path = root.join(path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(backup)
 }
 
 #[cfg(test)]
@@ -289,7 +240,7 @@ mod tests {
                 continue;
             };
             // The generator's own sources describe the markers; nothing else may hold one.
-            if !f.starts_with("tests/src/") {
+            if !f.starts_with("tests/course/src/") {
                 assert!(!text.contains("// >>> step"), "{f} contains a solution marker");
             }
             for s in &secrets {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
@@ -124,13 +124,20 @@ pub fn score(lab: &Lab, package: &str, run: &SuiteRun) -> LabGrade {
     }
 }
 
-/// Runs every lab's suite (through `run`) and scores it.
-pub fn gradebook(manifest: &Manifest, mut run: impl FnMut(&Lab) -> Result<SuiteRun>) -> Result<Gradebook> {
-    let mut labs = Vec::new();
-    for lab in &manifest.labs {
-        let suite = run(lab)?;
-        labs.push(score(lab, &lab.lab_package(), &suite));
-    }
+/// Scores every lab of `manifest` from its suite's run (`runs`, in the manifest's order).
+pub fn gradebook(manifest: &Manifest, runs: &[SuiteRun]) -> Result<Gradebook> {
+    ensure!(
+        runs.len() == manifest.labs.len(),
+        "{} suites ran for {} labs",
+        runs.len(),
+        manifest.labs.len()
+    );
+    let labs: Vec<LabGrade> = manifest
+        .labs
+        .iter()
+        .zip(runs)
+        .map(|(lab, run)| score(lab, &lab.lab_package(), run))
+        .collect();
     Ok(Gradebook {
         points: labs.iter().map(|l| l.points).sum(),
         max_points: labs.iter().map(|l| l.max_points).sum(),
@@ -205,9 +212,11 @@ pub fn command(
     json: Option<&Path>,
     junit_file: Option<&Path>,
 ) -> Result<bool> {
-    let book = gradebook(manifest, |lab| {
-        crate::run_with_spinner(root, &lab.lab_package(), None)
+    let packages: Vec<String> = manifest.labs.iter().map(Lab::lab_package).collect();
+    let runs = crate::runner::with_spinner(format!("grading {} labs", packages.len()), || {
+        crate::runner::run_suites(root, &packages, None)
     })?;
+    let book = gradebook(manifest, &runs)?;
     print!("{}", table(&book));
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&book).context("cannot serialise the grades")?;
@@ -249,14 +258,18 @@ mod tests {
     #[test]
     fn json_and_junit_parse_back() {
         let manifest = udp(&crate::root());
-        let book = gradebook(&manifest, |_| {
-            Ok(parse(
-                "test suite::step1_a ... ok\ntest suite::step2_a ... FAILED\n\n\
-                 ---- suite::step2_a stdout ----\nthread 't' panicked at x.rs:1:1:\nexpected <1> & got \"2\"\n\n\
-                 test result: FAILED. 1 passed; 1 failed;\n",
-            ))
-        })
-        .expect("gradebook");
+        let runs: Vec<SuiteRun> = manifest
+            .labs
+            .iter()
+            .map(|_| {
+                parse(
+                    "test suite::step1_a ... ok\ntest suite::step2_a ... FAILED\n\n\
+                     ---- suite::step2_a stdout ----\nthread 't' panicked at x.rs:1:1:\nexpected <1> & got \"2\"\n\n\
+                     test result: FAILED. 1 passed; 1 failed;\n",
+                )
+            })
+            .collect();
+        let book = gradebook(&manifest, &runs).expect("gradebook");
         let json: serde_json::Value = serde_json::to_value(&book).expect("json");
         assert_eq!(json["labs"][0]["tests"][1]["message"], "expected <1> & got \"2\"");
         let xml = junit(&book).expect("junit");

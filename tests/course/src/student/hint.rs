@@ -1,0 +1,65 @@
+//! `cargo lab hint N [STEP]`: the manifest's hints for a step, one more each time.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+
+use super::next_step;
+use crate::manifest::Lab;
+use crate::runner;
+
+/// Runs `cargo lab hint`: the next hint of step `step` (the first unfinished one if `None`), or
+/// all of them with `all`.
+pub fn command(root: &Path, lab: &Lab, step: Option<usize>, all: bool) -> Result<bool> {
+    let k = match step {
+        Some(k) => k,
+        None => {
+            let package = lab.lab_package();
+            let run = runner::with_spinner(format!("building and testing {package}"), || {
+                runner::run_suite(root, &package, None)
+            })?;
+            match next_step(lab, &run) {
+                Some(k) => k,
+                None => {
+                    println!(
+                        "{} is complete; name a step to see its hints: cargo lab hint {} STEP",
+                        lab.name(),
+                        lab.number
+                    );
+                    return Ok(true);
+                }
+            }
+        }
+    };
+    let s = lab
+        .steps
+        .get(k.wrapping_sub(1))
+        .with_context(|| format!("{} has steps 1 to {}", lab.name(), lab.steps.len()))?;
+    ensure!(!s.hints.is_empty(), "{} step {k} has no hints", lab.name());
+    // Hints are shown one at a time; how many were shown is kept under target/.
+    let state = root
+        .join("target/course-hints")
+        .join(format!("{:02}-{k}", lab.number));
+    let shown: usize = std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let upto = if all {
+        s.hints.len()
+    } else {
+        (shown + 1).min(s.hints.len())
+    };
+    println!("{} step {k}: {}", lab.name(), s.title);
+    for (i, h) in s.hints.iter().enumerate().take(upto) {
+        println!("  Hint {} of {}: {h}", i + 1, s.hints.len());
+    }
+    if upto < s.hints.len() {
+        println!("  (run the same command again for the next hint)");
+    }
+    println!("  Read: book/src/{}#{}", lab.chapter, s.section);
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&state, upto.to_string()).ok();
+    Ok(true)
+}
