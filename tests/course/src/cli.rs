@@ -140,6 +140,22 @@ pub enum DevCmd {
     },
     /// Check that the book, the manifests, the suites and the solutions agree (runs no test).
     Check,
+    /// Run the reference suites many times, several at once, optionally under a CPU hog, and
+    /// list every test that failed even once, with its first message.
+    Soak {
+        /// Only this lab (default: all).
+        #[arg(long, value_name = "N")]
+        lab: Option<u32>,
+        /// Runs of each suite.
+        #[arg(long, default_value_t = 50, value_name = "R")]
+        runs: usize,
+        /// Suite runs at once.
+        #[arg(long, default_value_t = 3, value_name = "J")]
+        jobs: usize,
+        /// Keep every core busy meanwhile (the tool starts and stops the hog itself).
+        #[arg(long)]
+        hog: bool,
+    },
 }
 
 fn probability(text: &str) -> Result<f64, String> {

@@ -2,7 +2,7 @@
 //!
 //! Students: `status`, `watch`, `test N`, `hint N [STEP]`, `demo N`, `reset N` (in `student/`).
 //! Instructors: `grade`, `handout DIR`, `relay` (in `instructor/`). Maintainers: `dev sync
-//! [--check]`, `dev verify`, `dev check` (in `dev/`). The clap definitions are in `cli.rs`; the
+//! [--check]`, `dev verify`, `dev check`, `dev soak` (in `dev/`). The clap definitions are in `cli.rs`; the
 //! labs, steps, points and hints come from the manifests, `tests/NN-slug/lab.toml`.
 
 mod cli;
@@ -90,5 +90,8 @@ fn run(command: Cmd) -> Result<bool> {
         Cmd::Dev(DevCmd::Sync { check, lab }) => dev::sync::command(&root, &manifest, lab, check),
         Cmd::Dev(DevCmd::Verify { lab }) => dev::verify::command(&root, manifest.select(lab)?),
         Cmd::Dev(DevCmd::Check) => dev::check::command(&root, &manifest),
+        Cmd::Dev(DevCmd::Soak { lab, runs, jobs, hog }) => {
+            dev::soak::command(&root, manifest.select(lab)?, dev::soak::Plan { runs, jobs, hog })
+        }
     }
 }
