@@ -105,7 +105,16 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// for a socket timeout.
 pub struct ServerThread<T> {
     name: String,
-    handle: Option<JoinHandle<T>>,
+    state: ThreadState<T>,
+}
+
+/// Where a [`ServerThread`] is: running, finished with its result kept (a check that finds the
+/// thread done joins it, and the result must still be there for a later `join_within`), or
+/// joined and its result handed out.
+enum ThreadState<T> {
+    Running(JoinHandle<T>),
+    Finished(T),
+    Joined,
 }
 
 impl<T: Send + 'static> ServerThread<T> {
@@ -117,20 +126,23 @@ impl<T: Send + 'static> ServerThread<T> {
             .unwrap_or_else(|e| panic!("test set-up: cannot spawn thread {name}: {e}"));
         ServerThread {
             name: name.to_owned(),
-            handle: Some(handle),
+            state: ThreadState::Running(handle),
         }
     }
 
-    /// Fails the test with the thread's panic message if it has panicked.
+    /// Fails the test with the thread's panic message if it has panicked. A thread that
+    /// finished normally is joined and its result kept for [`ServerThread::join_within`].
     ///
     /// # Panics
     /// When the thread has panicked.
     pub fn check(&mut self) {
-        if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
-            if let Some(handle) = self.handle.take() {
-                if let Err(payload) = handle.join() {
-                    panic!("{} panicked: {}", self.name, panic_message(&*payload));
-                }
+        if !matches!(&self.state, ThreadState::Running(h) if h.is_finished()) {
+            return;
+        }
+        if let ThreadState::Running(handle) = std::mem::replace(&mut self.state, ThreadState::Joined) {
+            match handle.join() {
+                Ok(value) => self.state = ThreadState::Finished(value),
+                Err(payload) => panic!("{} panicked: {}", self.name, panic_message(&*payload)),
             }
         }
     }
@@ -141,10 +153,11 @@ impl<T: Send + 'static> ServerThread<T> {
     /// When the thread panicked (with its message), or is still running after `timeout`.
     pub fn join_within(mut self, timeout: Duration) -> T {
         let deadline = Instant::now() + timeout;
-        let handle = self
-            .handle
-            .take()
-            .unwrap_or_else(|| panic!("{} was already joined", self.name));
+        let handle = match std::mem::replace(&mut self.state, ThreadState::Joined) {
+            ThreadState::Running(handle) => handle,
+            ThreadState::Finished(value) => return value,
+            ThreadState::Joined => panic!("test set-up: {} was already joined", self.name),
+        };
         while !handle.is_finished() {
             assert!(
                 Instant::now() < deadline,
@@ -375,7 +388,7 @@ impl ServerProcess {
 
     fn stderr_report(&self) -> String {
         // Let the stderr reader catch up with a process that just died.
-        thread::sleep(Duration::from_millis(50));
+        self.await_stderr_end(Duration::from_millis(200));
         let lines = self.stderr_lines();
         if lines.is_empty() {
             String::new()
@@ -429,15 +442,35 @@ impl ServerProcess {
     }
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    ///
+    /// Once it has exited, this also waits (up to 2 s more) for its stderr to reach end of file,
+    /// so [`ServerProcess::stderr_lines`] then holds every line it wrote: a reader that lags
+    /// behind the exit must not make a test miss the last lines of the log. (A forked child
+    /// still holding stderr open after its parent exited delays end of file; hence the bound.)
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
+                Ok(Some(status)) => {
+                    self.await_stderr_end(Duration::from_secs(2));
+                    return Some(status);
+                }
                 Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
                 _ => return None,
             }
         }
+    }
+
+    /// Waits up to `limit` for the stderr reader to reach end of file; true if it did.
+    fn await_stderr_end(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.stderr_done.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// The child's process id.
@@ -618,5 +651,36 @@ impl std::fmt::Display for StreamEnd {
             StreamEnd::Error(e) => write!(f, "the stream failed: {e}"),
             StreamEnd::Stalled => write!(f, "nothing arrived for {} ms", IO_TIMEOUT.as_millis()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_found_by_check_is_kept_for_join() {
+        let mut t = ServerThread::spawn("quick", || 42);
+        while !matches!(&t.state, ThreadState::Running(h) if h.is_finished()) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        t.check();
+        assert!(matches!(t.state, ThreadState::Finished(42)));
+        assert_eq!(t.join_within(Duration::from_secs(1)), 42);
+    }
+
+    #[test]
+    fn the_whole_log_is_there_once_wait_exit_returns() {
+        // A process that writes many lines and exits at once: without waiting for end of file,
+        // the reader thread is often still behind when the exit is seen.
+        let script = "i=0; while [ $i -lt 2000 ]; do echo line $i >&2; i=$((i+1)); done; echo listening on 127.0.0.1:9; exit 0";
+        if !std::path::Path::new("/bin/sh").exists() {
+            return;
+        }
+        let mut server = ServerProcess::start("/bin/sh", &["-c", script]);
+        let status = server.wait_exit(Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        let lines = server.stderr_lines();
+        assert_eq!(lines.len(), 2000, "last line: {:?}", lines.last());
     }
 }
