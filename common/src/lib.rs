@@ -1,6 +1,8 @@
 //! Shared helpers for the sockets course.
 //!
 //! - [`your_code_here`]: what a student skeleton calls where the solution was cut out.
+//! - [`accept`]: which errors of `accept` a server survives, and how long it backs off after
+//!   running out of descriptors (Labs 02, 03 and 05).
 //! - [`ready`]: the `listening on IP:PORT` line every server prints first.
 //! - [`endpoint`]: parsing `HOST:PORT` arguments with the system resolver.
 //! - [`testing`]: support for the grading suites (timeouts, child-process guards, deadlines,
@@ -9,9 +11,14 @@
 //!   datagrams, so loopback behaves like a real network (Lab 01).
 //! - [`tcp_relay`]: a seeded TCP relay that delivers a stream in 1-3 byte pieces or coalesces
 //!   writes (Lab 02).
+//! - [`descriptors`]: support for descriptor-exhaustion tests (a server under `ulimit -n`, its
+//!   limit changed from outside, its open descriptors).
 //!
-//! Nothing here is socket code the labs teach; the labs' own crates hold that.
+//! Nothing here is socket code the labs teach; the labs' own crates hold that ([`accept`]
+//! classifies errors for them, as a given helper).
 
+pub mod accept;
+pub mod descriptors;
 pub mod endpoint;
 pub mod ready;
 pub mod relay;

@@ -938,6 +938,7 @@ enum Logged {
     Closed(SocketAddr, u64),
     Failed(SocketAddr, io::ErrorKind),
     AcceptFailed,
+    AcceptBackoff,
 }
 
 type ServeLog = (Result<u64, String>, Vec<Logged>);
@@ -953,6 +954,7 @@ fn serve_thread(config: lab::ServerConfig) -> (SocketAddr, ServerThread<ServeLog
                 lab::Event::Closed { peer, count, .. } => Logged::Closed(*peer, *count),
                 lab::Event::Failed { peer, error } => Logged::Failed(*peer, error.kind()),
                 lab::Event::AcceptFailed { .. } => Logged::AcceptFailed,
+                lab::Event::AcceptBackoff { .. } => Logged::AcceptBackoff,
             });
         });
         (served.map_err(|e| e.to_string()), log)
@@ -1189,6 +1191,90 @@ fn step8_server_binary_exits_after_max_connections() {
     );
 }
 
+/// Runs out of descriptors on purpose: lowers the soft descriptor limit of the running server
+/// (`prlimit`, from outside: never in the test process) to the lowest number it does not hold,
+/// so that its next `accept` fails with `EMFILE`, and lets a client wait; then restores it.
+///
+/// A blocking `accept` on Linux takes its descriptor number before it waits, so the call in
+/// progress when the limit drops still succeeds: a client that connects and leaves at once
+/// uses it up, and the `accept` after that fails.
+#[cfg(target_os = "linux")]
+#[test]
+fn step8_server_binary_backs_off_when_out_of_descriptors_and_serves_on() {
+    use common::descriptors;
+    const SECTION: &str = "see Lab 02 § Step 8: The iterative accept loop";
+    let mut server = ServerProcess::start(BIN, &["server", "--port", "0", "--framing", "line"]);
+    let pid = server.id();
+    let baseline = descriptors::open_descriptors(pid).map_or(usize::MAX, |fds| fds.len());
+    let mut first = tcp_connect(server.addr());
+    let me = local(&first).to_string();
+    first.write_all(b"first\n").expect("send");
+    assert_eq!(
+        text(&read_reply(&mut first, 6, "the first client's echo")),
+        "first\n"
+    );
+    drop(first);
+    server.expect_stderr(&format!("{me}: closed"), Duration::from_secs(5));
+    // Until the server's end of that connection is closed, its number is not free.
+    let _ = descriptors::await_at_most(pid, baseline, Duration::from_secs(5));
+    if !descriptors::prlimit_available() {
+        common::testing::notice("step8 descriptor exhaustion: skipped, prlimit(1) is not installed");
+        return;
+    }
+    let (Ok(free), Some(original)) = (descriptors::lowest_free(pid), descriptors::soft_limit(pid)) else {
+        panic!("test set-up: cannot read /proc/{pid}/fd and /proc/{pid}/limits");
+    };
+    descriptors::set_soft_limit(pid, u64::from(free)).unwrap_or_else(|e| panic!("test set-up: {e}"));
+    let lowered = Instant::now();
+    // Connections may fail when the server has already exited: await_backoff then says so.
+    drop(TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT));
+    let waiting = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT);
+    if let Ok(mut stream) = waiting.as_ref() {
+        set_stream_timeouts(stream);
+        let _ = stream.write_all(b"waiting\n");
+    }
+    let steps = format!(
+        "1. a first client was served and left\n\
+         2. the server's descriptor limit was lowered to {free} (prlimit): once the accept in \
+         progress has returned, the next one fails with EMFILE, too many open files\n\
+         3. a client connected and left at once; another connected (it waits in the backlog) \
+         and sent \"waiting\\n\""
+    );
+    if let Err(e) = descriptors::await_backoff(&mut server, 2, lowered, Duration::from_secs(5)) {
+        panic!(
+            "{steps}\nexpected: the server logs Event::AcceptBackoff (\"accept failed: ...; backing \
+             off 100 ms\"), sleeps ACCEPT_BACKOFF and calls accept again, twice or more while the \
+             limit lasts\ngot: {e}\n({SECTION})"
+        );
+    }
+    descriptors::set_soft_limit(pid, original).unwrap_or_else(|e| panic!("test set-up: {e}"));
+    let mut waiting = waiting.unwrap_or_else(|e| panic!("{steps}\ngot: the client could not connect: {e}"));
+    let mut echo = [0u8; 8];
+    if let Err(e) = waiting.read_exact(&mut echo) {
+        panic!(
+            "{steps}\n4. the limit was restored to {original}\nexpected: the waiting client is accepted \
+             and gets its echo within {} ms (the server backs off, it does not give up)\ngot: {e}\n({SECTION})",
+            IO_TIMEOUT.as_millis()
+        );
+    }
+    assert_eq!(text(&echo), "waiting\n", "the waiting client's echo");
+    drop(waiting);
+    let mut next = tcp_connect(server.addr());
+    next.write_all(b"and the next\n").expect("send");
+    assert_eq!(
+        text(&read_reply(
+            &mut next,
+            13,
+            "a new client's echo once descriptors are free again"
+        )),
+        "and the next\n"
+    );
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "the server exited after the descriptor shortage ({SECTION})"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Step 9: connect
 
@@ -1275,7 +1361,8 @@ fn exchange(
     let messages: Vec<Vec<u8>> = messages.iter().map(|m| m.as_bytes().to_vec()).collect();
     within(Duration::from_secs(4), what, move || {
         let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        lab::exchange(&stream, framing, &messages).map(|r| r.iter().map(|m| text(m)).collect())
+        lab::exchange(&stream, framing, &messages, lab::DEFAULT_MAX_REPLY)
+            .map(|r| r.iter().map(|m| text(m)).collect())
     })
 }
 
@@ -1397,6 +1484,69 @@ fn step10_a_server_that_closes_early_is_unexpected_eof() {
         result.map_err(|e| e.kind()),
         Err(io::ErrorKind::UnexpectedEof),
         "the server closed the connection before replying: UnexpectedEof, not an empty reply"
+    );
+}
+
+/// A test server that reads the request to the client's EOF, then sends `len` bytes of
+/// `pattern` (and closes), stopping early when the client has gone.
+fn raw_sender(len: usize) -> (SocketAddr, ServerThread<()>) {
+    test_server(move |mut s| {
+        let mut request = Vec::new();
+        let _ = s.read_to_end(&mut request);
+        let chunk = pattern(64 * 1024);
+        let mut sent = 0;
+        while sent < len {
+            let n = chunk.len().min(len - sent);
+            if s.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            sent += n;
+        }
+    })
+}
+
+/// Runs the student's `exchange` in raw mode with `max_reply`; `Ok(reply length)` or the error's
+/// kind and text.
+fn raw_exchange(addr: SocketAddr, max_reply: usize) -> Result<usize, (io::ErrorKind, String)> {
+    let stream = tcp_connect(addr);
+    within(Duration::from_secs(8), "lab::exchange in raw mode", move || {
+        lab::exchange(
+            &stream,
+            lab::Framing::Raw,
+            &[b"give me a lot".as_slice()],
+            max_reply,
+        )
+        .map(|replies| replies.iter().map(Vec::len).sum())
+        .map_err(|e| (e.kind(), e.to_string()))
+    })
+}
+
+#[test]
+fn step10_a_raw_reply_is_capped_at_max_reply() {
+    const SECTION: &str = "see Lab 02 § Step 10: The client's exchange, with half-close";
+    let (addr, _thread) = raw_sender(1000);
+    assert_eq!(
+        raw_exchange(addr, 1000),
+        Ok(1000),
+        "the server sent exactly max_reply = 1000 bytes: that reply fits ({SECTION})"
+    );
+    let (addr, _thread) = raw_sender(1001);
+    let over = raw_exchange(addr, 1000);
+    assert!(
+        matches!(&over, Err((io::ErrorKind::InvalidData, message)) if message.contains("1000")),
+        "the server sent 1001 bytes with max_reply = 1000: expected an InvalidData error that \
+         names the cap (\"the reply exceeded 1000 bytes\"), got {over:?} ({SECTION})"
+    );
+    // A server that sends far more than the cap: the client must stop reading at once (at most
+    // max_reply + 1 bytes, Read::take), not buffer everything before it looks.
+    let (addr, _thread) = raw_sender(64 * 1024 * 1024);
+    let started = Instant::now();
+    let flood = raw_exchange(addr, 64 * 1024);
+    assert!(
+        matches!(flood, Err((io::ErrorKind::InvalidData, _))),
+        "the server sent 64 MiB with max_reply = 64 KiB: expected InvalidData after 64 KiB + 1 \
+         bytes, got {flood:?} after {:?}: read at most max_reply + 1 bytes ({SECTION})",
+        started.elapsed()
     );
 }
 

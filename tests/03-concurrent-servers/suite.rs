@@ -14,6 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -359,6 +360,90 @@ fn bench_reports_no_errors(model: &str, connect_per_request: bool) {
     );
 }
 
+/// Runs a `--model model` server out of descriptors and back (Linux, with `prlimit(1)`): serves a
+/// first client, lowers the server's soft descriptor limit (from outside) to the lowest number
+/// it does not hold, so `accept` fails with `EMFILE`; a client waits meanwhile; once the limit
+/// is restored, the waiting client and a new one must be served. `section` explains the step.
+///
+/// A blocking `accept` on Linux takes its descriptor number before it waits, so the call in
+/// progress when the limit drops still succeeds: a client that connects and leaves at once
+/// uses it up (iterative), and the `accept` after that fails.
+#[cfg(target_os = "linux")]
+fn backs_off_when_out_of_descriptors(model: &str, section: &str) {
+    use common::descriptors;
+    let mut server = server(model, &[]);
+    let pid = server.id();
+    let baseline = descriptors::open_descriptors(pid).map_or(usize::MAX, |fds| fds.len());
+    let mut first = connect(&server);
+    let me = first.local_addr().expect("local address").to_string();
+    echo(
+        &server,
+        &mut first,
+        "first",
+        &format!("--model {model}: a first client"),
+    );
+    drop(first);
+    server.expect_stderr(&format!("{me}: closed"), SETTLE);
+    // The server's copy of that connection is closed a moment later (in the fork model, by
+    // the parent right after fork): until then its number is not free for the next accept.
+    let _ = descriptors::await_at_most(pid, baseline, SETTLE);
+    if !descriptors::prlimit_available() {
+        common::testing::notice("descriptor exhaustion: skipped, prlimit(1) is not installed");
+        return;
+    }
+    let (Ok(free), Some(original)) = (descriptors::lowest_free(pid), descriptors::soft_limit(pid)) else {
+        panic!("test set-up: cannot read /proc/{pid}/fd and /proc/{pid}/limits");
+    };
+    descriptors::set_soft_limit(pid, u64::from(free)).unwrap_or_else(|e| panic!("test set-up: {e}"));
+    let lowered = Instant::now();
+    // Connections may fail when the server has already exited: await_backoff then says so.
+    drop(TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT));
+    let waiting = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT);
+    if let Ok(mut stream) = waiting.as_ref() {
+        common::testing::set_stream_timeouts(stream);
+        let _ = stream.write_all(b"waiting\n");
+    }
+    let steps = format!(
+        "--model {model}:\n\
+         1. a first client was served and left\n\
+         2. the server's descriptor limit was lowered to {free} (prlimit): its next accept fails \
+         with EMFILE, too many open files\n\
+         3. a client connected and left at once; another connected (it waits in the backlog) \
+         and sent \"waiting\\n\""
+    );
+    if let Err(e) = descriptors::await_backoff(&mut server, 2, lowered, SETTLE) {
+        panic!(
+            "{steps}\nexpected: the server logs Event::AcceptBackoff (\"accept failed: ...; backing \
+             off 100 ms\"), sleeps ACCEPT_BACKOFF and calls accept again, twice or more while the \
+             limit lasts\ngot: {e}\n(see Lab 03 § {section})"
+        );
+    }
+    descriptors::set_soft_limit(pid, original).unwrap_or_else(|e| panic!("test set-up: {e}"));
+    let mut waiting = waiting.unwrap_or_else(|e| panic!("{steps}\ngot: the client could not connect: {e}"));
+    expect_late_echo(
+        &server,
+        &mut waiting,
+        "waiting",
+        SETTLE,
+        &format!(
+            "{steps}\n4. the limit was restored to {original}\nexpected: the waiting client is \
+             accepted and echoed (see Lab 03 § {section})"
+        ),
+    );
+    drop(waiting);
+    let mut next = connect(&server);
+    echo(
+        &server,
+        &mut next,
+        "and the next",
+        &format!("--model {model}: a new client once descriptors are free again"),
+    );
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "--model {model}: the server exited after the descriptor shortage (see Lab 03 § {section})"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Step 1: the iterative server
 
@@ -445,6 +530,12 @@ fn step1_iterative_survives_a_client_reset() {
 #[test]
 fn step1_bench_against_the_iterative_server_reports_no_errors() {
     bench_reports_no_errors("iterative", false);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn step1_iterative_backs_off_when_out_of_descriptors_and_serves_on() {
+    backs_off_when_out_of_descriptors("iterative", "Step 1: The iterative server");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,6 +682,129 @@ fn step2_thread_survives_a_client_reset() {
 fn step2_bench_against_the_thread_server_reports_no_errors() {
     bench_reports_no_errors("thread", false);
     bench_reports_no_errors("thread", true);
+}
+
+/// The issue's case: `ulimit -n 24` and 30 clients. Every live thread holds its client's
+/// descriptor, so the thread server is the model that runs out.
+#[cfg(unix)]
+#[test]
+fn step2_thread_backs_off_when_out_of_descriptors_and_serves_on() {
+    const SECTION: &str = "see Lab 03 § Step 2: A thread per connection";
+    let mut server =
+        common::descriptors::start_with_limit(24, BIN, &["server", "--model", "thread", "--port", "0"]);
+    let started = Instant::now();
+    let mut held: Vec<TcpStream> = (0..30).map(|_| connect(&server)).collect();
+    let steps = "--model thread under `ulimit -n 24`:\n\
+                 1. 30 clients connected and stayed (about 20 descriptors are left for connections, \
+                 so accept fails with EMFILE, too many open files, after about 20 of them)";
+    if let Err(e) = common::descriptors::await_backoff(&mut server, 2, started, SETTLE) {
+        panic!(
+            "{steps}\nexpected: the server logs Event::AcceptBackoff (\"accept failed: ...; backing \
+             off 100 ms\"), sleeps ACCEPT_BACKOFF and calls accept again, twice or more while \
+             the clients stay\ngot: {e}\n({SECTION})"
+        );
+    }
+    echo(
+        &server,
+        &mut held[0],
+        "still served",
+        &format!("{steps}\n2. the first client, accepted before the shortage, sent a line ({SECTION})"),
+    );
+    drop(held);
+    let mut next = connect(&server);
+    echo(
+        &server,
+        &mut next,
+        "after the shortage",
+        &format!(
+            "{steps}\n2. all 30 left\n3. a new client connected: once descriptors are free again it \
+             must be served ({SECTION})"
+        ),
+    );
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "--model thread: the server exited after the descriptor shortage ({SECTION})"
+    );
+}
+
+#[test]
+fn step2_a_thread_that_cannot_start_costs_only_its_connection() {
+    const SECTION: &str = "see Lab 03 § Step 2: A thread per connection";
+    let listener = tcp_listener();
+    let addr = addr_of(&listener);
+    let (log, lines) = memory_log();
+    let refused = Arc::new(AtomicBool::new(false));
+    let mut thread = ServerThread::spawn("the server thread (serve_threads_with)", move || {
+        // The first thread cannot start, as when pthread_create fails with EAGAIN.
+        let spawn = move |name: String, work: lab::Work| {
+            if refused.swap(true, Ordering::SeqCst) {
+                lab::spawn_thread(name, work)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "Resource temporarily unavailable (the test's spawn function fails like pthread_create with EAGAIN)",
+                ))
+            }
+        };
+        lab::serve_threads_with(&listener, &config(8, 2), &log, spawn)
+    });
+    let mut doomed = tcp_connect(addr);
+    let me = doomed.local_addr().expect("local address").to_string();
+    doomed.write_all(b"doomed\n").expect("send");
+    let mut buf = [0u8; 64];
+    let end = loop {
+        match doomed.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => break other,
+        }
+    };
+    thread.check();
+    match end {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!(
+            "1. serve_threads_with got a spawn function whose first call fails\n\
+             2. a client connected and sent \"doomed\\n\"\n\
+             expected: its connection closed (end of stream or a reset): no thread serves it, and \
+             dropping the Work that owns the stream closes it\ngot: {other:?}\nthe log: {:?} ({SECTION})",
+            logged(&lines)
+        ),
+    }
+    let mut next = match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
+        Ok(stream) => stream,
+        Err(e) => panic!(
+            "the first connection's thread could not start; then a new client could not even \
+             connect ({e}): serve_threads_with has returned and closed the listener. A failed \
+             spawn costs one connection, not the server ({SECTION}); the log: {:?}",
+            logged(&lines)
+        ),
+    };
+    common::testing::set_stream_timeouts(&next);
+    if let Err(e) = try_echo(&mut next, "served") {
+        thread.check();
+        panic!(
+            "the first connection's thread could not start; the next client must be served as \
+             usual: {e}. A failed spawn costs one connection, not the server ({SECTION}); the \
+             log: {:?}",
+            logged(&lines)
+        );
+    }
+    drop(next);
+    let accepted = thread.join_within(SETTLE);
+    assert_eq!(
+        accepted.map_err(|e| e.to_string()),
+        Ok(2),
+        "with max_connections 2 serve_threads_with returns 2: the dropped connection was accepted \
+         too, so it counts ({SECTION})"
+    );
+    let lines = logged(&lines);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&me) && l.contains("dropped") && l.contains("EAGAIN")),
+        "log Event::Dropped with the client and the spawn error when a thread cannot start; the \
+         log was {lines:?} ({SECTION})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -974,6 +1188,97 @@ mod unix {
     #[test]
     fn step4_bench_against_the_fork_server_reports_no_errors() {
         bench_reports_no_errors("fork", true);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn step4_fork_backs_off_when_out_of_descriptors_and_serves_on() {
+        backs_off_when_out_of_descriptors("fork", "Step 4: A process per connection");
+    }
+
+    /// With one descriptor left, `accept` succeeds but `fork_process` cannot read
+    /// /proc/self/task (`EMFILE`): that connection is lost, not the server.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn step4_fork_a_failed_fork_costs_only_its_connection() {
+        use common::descriptors;
+        const SECTION: &str = "see Lab 03 § Step 4: A process per connection";
+        let mut server = server("fork", &[]);
+        let pid = server.id();
+        let baseline = descriptors::open_descriptors(pid).map_or(usize::MAX, |fds| fds.len());
+        let mut first = connect(&server);
+        echo(&server, &mut first, "first", "--model fork: a first client");
+        drop(first);
+        logged_children(&server, 1);
+        let _ = descriptors::await_at_most(pid, baseline, SETTLE);
+        if !descriptors::prlimit_available() {
+            common::testing::notice("failed fork: skipped, prlimit(1) is not installed");
+            return;
+        }
+        let (Ok(free), Some(original)) = (descriptors::lowest_free(pid), descriptors::soft_limit(pid)) else {
+            panic!("test set-up: cannot read /proc/{pid}/fd and /proc/{pid}/limits");
+        };
+        let limit = u64::from(free) + 1;
+        descriptors::set_soft_limit(pid, limit).unwrap_or_else(|e| panic!("test set-up: {e}"));
+        let mut doomed = connect(&server);
+        let me = doomed.local_addr().expect("local address").to_string();
+        doomed.write_all(b"doomed\n").expect("send");
+        let steps = format!(
+            "--model fork:\n\
+             1. a first client was served and left\n\
+             2. the server's descriptor limit was lowered to {limit} (prlimit): accept gets the \
+             last descriptor, and fork_process, which must read /proc/self/task, fails with EMFILE\n\
+             3. a client connected and sent \"doomed\\n\""
+        );
+        let mut buf = [0u8; 64];
+        let end = loop {
+            match doomed.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let needle = format!("{me}: connection dropped");
+        let deadline = Instant::now() + SETTLE;
+        let dropped = loop {
+            if let Some(line) = server.stderr_lines().into_iter().find(|l| l.contains(&needle)) {
+                break line;
+            }
+            if let Some(status) = server.wait_exit(Duration::ZERO) {
+                panic!(
+                    "{steps}\nexpected: the server logs Event::Dropped, drops that connection, backs \
+                     off and goes on\ngot: it exited ({status}){}\n({SECTION})",
+                    server_log(&server)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{steps}\nexpected: a log line containing {needle:?} (Event::Dropped)\ngot none within \
+                 {} ms{}\n({SECTION})",
+                SETTLE.as_millis(),
+                server_log(&server)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            matches!(&end, Ok(0))
+                || end
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset),
+            "{steps}\nexpected: that connection is closed (no child serves it)\ngot: {end:?}{}\n({SECTION})",
+            server_log(&server)
+        );
+        assert!(
+            dropped.contains("Too many open files"),
+            "the log line names the error: {dropped:?}"
+        );
+        descriptors::set_soft_limit(pid, original).unwrap_or_else(|e| panic!("test set-up: {e}"));
+        let mut next = connect(&server);
+        echo(
+            &server,
+            &mut next,
+            "and the next",
+            &format!("{steps}\n4. the limit was restored; a new client must be served ({SECTION})"),
+        );
     }
 
     // -----------------------------------------------------------------------------------------

@@ -184,9 +184,16 @@ pub fn serve_one(socket: &UdpSocket, config: &ServerConfig) -> io::Result<Served
 // ANCHOR_END: serve_one
 
 /// Whether an error from [`serve_one`] concerns one datagram only, so the server should log it
-/// and go on: an ICMP "port unreachable" reported by a later call (`ConnectionRefused` on Linux,
-/// `ConnectionReset` on Windows), a signal (`Interrupted`), or Windows' report of an over-long
-/// datagram ([`is_message_too_long`]). Given complete.
+/// and go on: a signal (`Interrupted`), Windows' report of an over-long datagram
+/// ([`is_message_too_long`]), or an ICMP "port unreachable" for an earlier reply (its client
+/// has gone), reported by a later call.
+///
+/// Which sockets hear of that ICMP message differs. On Windows even an unconnected socket does,
+/// as `ConnectionReset` (`WSAECONNRESET`) on its next `recv_from`: the case this server meets.
+/// On Linux, macOS and the BSDs only a *connected* socket does, as `ConnectionRefused`
+/// (`ECONNREFUSED`); an unconnected one, like this server's, never hears of it (Linux: udp(7),
+/// unless `IP_RECVERR` is set, ip(7)). `ConnectionRefused` is accepted here all the same, for a
+/// socket that is connected or sets `IP_RECVERR`. Given complete.
 pub fn is_per_datagram(e: &io::Error) -> bool {
     is_message_too_long(e)
         || matches!(

@@ -24,9 +24,10 @@
 //! 5. [`write_frame`]: write one length-prefixed frame;
 //! 6. [`read_frame`]: read one length-prefixed frame, however the bytes arrive;
 //! 7. [`serve_connection`]: serve one connection in the configured framing;
-//! 8. [`serve`]: the iterative accept loop that survives bad clients;
+//! 8. [`serve`]: the iterative accept loop that survives bad clients and a shortage of
+//!    descriptors;
 //! 9. [`connect`]: the client's connection, with timeouts;
-//! 10. [`exchange`]: send the messages, half-close in raw mode, read the replies.
+//! 10. [`exchange`]: send the messages, half-close in raw mode, read the replies (with a cap).
 
 use std::fmt;
 use std::io::BufReader; // solution-only
@@ -34,7 +35,10 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown; // solution-only
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::str::FromStr;
+use std::thread; // solution-only
 use std::time::Duration;
+
+pub use common::accept::{ACCEPT_BACKOFF, is_resource_exhaustion};
 
 /// The server's default port, as in the lecture's Java TCPServer.
 pub const DEFAULT_PORT: u16 = 7896;
@@ -51,6 +55,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many bytes the echo loops read at a time: 16 KiB.
 pub const CHUNK: usize = 16 * 1024;
+
+/// The default cap on a raw reply the client accepts, in bytes: 16 MiB (16 777 216). A server
+/// that sends more makes [`exchange`] fail rather than fill the client's memory.
+pub const DEFAULT_MAX_REPLY: usize = 16 * 1024 * 1024;
 
 // ANCHOR: framing
 /// How the bytes of a connection are cut into messages.
@@ -426,6 +434,14 @@ pub enum Event {
         /// What went wrong.
         error: io::Error,
     },
+    /// `accept` failed because the process or the system is out of descriptors or memory for
+    /// the moment (see [`is_resource_exhaustion`]): the server waits `pause`, then accepts again.
+    AcceptBackoff {
+        /// What went wrong (`EMFILE`: too many open files, ...).
+        error: io::Error,
+        /// How long the server waits before it calls `accept` again ([`ACCEPT_BACKOFF`]).
+        pause: Duration,
+    },
 }
 // ANCHOR_END: event
 
@@ -442,12 +458,19 @@ impl fmt::Display for Event {
             ),
             Event::Failed { peer, error } => write!(f, "{peer}: connection closed after an error: {error}"),
             Event::AcceptFailed { error } => write!(f, "accept failed (still serving): {error}"),
+            Event::AcceptBackoff { error, pause } => write!(
+                f,
+                "accept failed: {error}; backing off {} ms (still serving)",
+                pause.as_millis()
+            ),
         }
     }
 }
 
 /// Whether an error of `accept` concerns one connection only, so the server should log it and
-/// go on: a connection reset or aborted before it was accepted, or a signal. Given complete.
+/// go on at once: a connection reset or aborted before it was accepted, or a signal. Given
+/// complete. (A shortage of descriptors or memory is another case: see
+/// [`is_resource_exhaustion`]; and [`common::accept`] for all the kinds of `accept` errors.)
 pub fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -459,17 +482,22 @@ pub fn is_per_connection(e: &io::Error) -> bool {
 /// Step 8. The iterative server: accepts one connection at a time from `listener`, serves it
 /// with [`serve_connection`] until it ends, and only then accepts the next. Reports each step to
 /// `log`: [`Event::Accepted`], then [`Event::Closed`] or [`Event::Failed`]. A connection that
-/// fails is logged and the loop goes on; so is an `accept` error for which
-/// [`is_per_connection`] holds ([`Event::AcceptFailed`], not counted).
+/// fails is logged and the loop goes on. So do two kinds of `accept` errors, which are not
+/// counted as connections:
+/// - one for which [`is_per_connection`] holds: log [`Event::AcceptFailed`] and accept again;
+/// - one for which [`is_resource_exhaustion`] holds (`EMFILE`, too many open files, and the
+///   like): log [`Event::AcceptBackoff`], sleep [`ACCEPT_BACKOFF`] (without the pause the loop
+///   would spin: the waiting connection keeps the listener ready), and accept again. The
+///   connection waits in the backlog meanwhile, and is served once a descriptor is free.
 ///
 /// Stops after `config.max_connections` connections (forever when `None`) and returns how many
 /// it served.
 ///
 /// # Errors
-/// Any other error of `accept` (for example `EMFILE`, too many open files) ends the loop and is
-/// returned.
+/// Any other error of `accept` (`EBADF`, `EINVAL`: the listening socket itself is broken) ends
+/// the loop and is returned.
 pub fn serve(listener: &TcpListener, config: &ServerConfig, log: impl FnMut(&Event)) -> io::Result<u64> {
-    // >>> step 8 (listener, config, log): accept, log, serve_connection, log the outcome; repeat
+    // >>> step 8 (listener, config, log): accept, log, serve_connection, log the outcome; repeat; back off when out of descriptors
     let mut log = log;
     let mut served = 0;
     while config.max_connections.is_none_or(|max| served < max) {
@@ -477,6 +505,14 @@ pub fn serve(listener: &TcpListener, config: &ServerConfig, log: impl FnMut(&Eve
             Ok(accepted) => accepted,
             Err(error) if is_per_connection(&error) => {
                 log(&Event::AcceptFailed { error });
+                continue;
+            }
+            Err(error) if is_resource_exhaustion(&error) => {
+                log(&Event::AcceptBackoff {
+                    error,
+                    pause: ACCEPT_BACKOFF,
+                });
+                thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
             Err(error) => return Err(error),
@@ -533,17 +569,28 @@ pub fn connect(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream>
 ///
 /// - raw ([`Framing::Raw`]): writes the messages' bytes one after the other (there are no message
 ///   boundaries on a stream), then **half-closes** the connection (`shutdown(Write)`: "I have
-///   finished sending"), and reads the echo until EOF. Returns one reply: every byte read.
+///   finished sending"), and reads the echo until EOF. Returns one reply: every byte read, at
+///   most `max_reply` bytes of them (the binary's `--max-reply`, [`DEFAULT_MAX_REPLY`] by
+///   default). At most `max_reply + 1` bytes are read, so a server that never stops sending
+///   cannot make the client buffer without bound.
 /// - line ([`Framing::Line`]): for each message, writes it and `\n`, then reads one reply line (cap
 ///   [`DEFAULT_MAX_LINE`]).
-/// - utf ([`Framing::Utf`]): for each message, writes one frame, then reads one reply frame.
+/// - utf ([`Framing::Utf`]): for each message, writes one frame, then reads one reply frame (at
+///   most [`MAX_FRAME`] bytes: the 2-byte length is the cap).
 ///
 /// # Errors
+/// `io::ErrorKind::InvalidData` when a raw reply is longer than `max_reply` bytes ("the reply
+/// exceeded N bytes") or a reply line longer than [`DEFAULT_MAX_LINE`];
 /// `io::ErrorKind::UnexpectedEof` when the server closes before a line or frame reply;
 /// `WouldBlock`/`TimedOut` when the stream's read timeout expires (the server is silent);
 /// errors of the functions above (an over-long message in `utf`: `InvalidInput`).
-pub fn exchange(stream: &TcpStream, framing: Framing, messages: &[&[u8]]) -> io::Result<Vec<Vec<u8>>> {
-    // >>> step 10 (stream, framing, messages): raw: send all, shutdown(Write), read to EOF; else one request, one reply
+pub fn exchange(
+    stream: &TcpStream,
+    framing: Framing,
+    messages: &[&[u8]],
+    max_reply: usize,
+) -> io::Result<Vec<Vec<u8>>> {
+    // >>> step 10 (stream, framing, messages, max_reply): raw: send all, shutdown(Write), read to EOF (at most max_reply bytes); else one request, one reply
     let mut input = BufReader::new(stream);
     let mut output = stream;
     let closed_early = || {
@@ -560,7 +607,14 @@ pub fn exchange(stream: &TcpStream, framing: Framing, messages: &[&[u8]]) -> io:
             }
             stream.shutdown(Shutdown::Write)?;
             let mut reply = Vec::new();
-            input.read_to_end(&mut reply)?;
+            let limit = u64::try_from(max_reply).unwrap_or(u64::MAX).saturating_add(1);
+            (&mut input).take(limit).read_to_end(&mut reply)?;
+            if reply.len() > max_reply {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the reply exceeded {max_reply} bytes"),
+                ));
+            }
             replies.push(reply);
         }
         Framing::Line => {

@@ -3,7 +3,8 @@
 //! ```text
 //! solution02-tcp-echo server [--bind 127.0.0.1] [--port 7896] [--framing raw|line|utf] [--uppercase]
 //!                            [--max-line 65536] [--idle-timeout 10000] [--max-connections N]
-//! solution02-tcp-echo client --server HOST:PORT [--framing raw|line|utf] [--timeout 5000] MESSAGE...
+//! solution02-tcp-echo client --server HOST:PORT [--framing raw|line|utf] [--timeout 5000]
+//!                            [--max-reply 16777216] MESSAGE...
 //! ```
 
 use std::io;
@@ -97,6 +98,12 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 5000,
               value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
+        /// Longest reply accepted with --framing raw, in bytes; a server that sends more is an
+        /// error (the client stops reading after one byte more). Line replies are capped at
+        /// 65536 bytes, and a utf frame holds at most 65535.
+        #[arg(long, value_name = "BYTES", default_value_t = lab::DEFAULT_MAX_REPLY as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_reply: u64,
         /// The messages to send (as UTF-8 bytes).
         #[arg(required = true)]
         messages: Vec<String>,
@@ -128,8 +135,15 @@ fn main() -> ExitCode {
             server,
             framing,
             timeout,
+            max_reply,
             messages,
-        } => run_client(&server, framing.into(), Duration::from_millis(timeout), &messages),
+        } => run_client(
+            &server,
+            framing.into(),
+            Duration::from_millis(timeout),
+            usize::try_from(max_reply).unwrap_or(usize::MAX),
+            &messages,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +173,7 @@ fn run_client(
     server: &Endpoint,
     framing: lab::Framing,
     timeout: Duration,
+    max_reply: usize,
     messages: &[String],
 ) -> Result<()> {
     if framing == lab::Framing::Line
@@ -171,7 +186,8 @@ fn run_client(
     let stream =
         lab::connect(&server.addrs, timeout).with_context(|| format!("cannot connect to {server}"))?;
     let messages: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
-    let replies = lab::exchange(&stream, framing, &messages).map_err(|e| explain(e, server, timeout))?;
+    let replies = lab::exchange(&stream, framing, &messages, max_reply)
+        .map_err(|e| explain(e, server, framing, timeout))?;
     for reply in replies {
         println!("Received: {}", String::from_utf8_lossy(&reply));
     }
@@ -179,7 +195,7 @@ fn run_client(
 }
 
 /// Turns an error of the exchange into one line that says what happened.
-fn explain(e: io::Error, server: &Endpoint, timeout: Duration) -> anyhow::Error {
+fn explain(e: io::Error, server: &Endpoint, framing: lab::Framing, timeout: Duration) -> anyhow::Error {
     if lab::is_timeout(&e) {
         anyhow!(
             "no reply from {server} within {} ms (timed out; is it serving another client, or using another framing?)",
@@ -187,6 +203,13 @@ fn explain(e: io::Error, server: &Endpoint, timeout: Duration) -> anyhow::Error 
         )
     } else if e.kind() == io::ErrorKind::UnexpectedEof {
         anyhow!("{server} closed the connection early: {e}")
+    } else if e.kind() == io::ErrorKind::InvalidData {
+        let hint = if framing == lab::Framing::Raw {
+            " (--max-reply raises the cap)"
+        } else {
+            ""
+        };
+        anyhow!("reply from {server} refused: {e}{hint}")
     } else {
         anyhow!(e).context(format!("exchange with {server}"))
     }

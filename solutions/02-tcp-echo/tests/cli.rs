@@ -35,6 +35,8 @@ fn help_teaches_the_subcommands_and_options() {
         predicate::str::contains("--timeout <MS>")
             .and(predicate::str::contains("[default: 5000]"))
             .and(predicate::str::contains("half-close"))
+            .and(predicate::str::contains("--max-reply <BYTES>"))
+            .and(predicate::str::contains("[default: 16777216]"))
             .and(predicate::str::contains("<MESSAGES>...")),
     );
 }
@@ -81,6 +83,52 @@ fn out_of_range_values_are_refused() {
         .code(2);
     // At least one message.
     bin().args(["client", "--server", "127.0.0.1:9"]).assert().code(2);
+    bin()
+        .args(["client", "--server", "127.0.0.1:9", "--max-reply", "0", "hi"])
+        .assert()
+        .code(2);
+}
+
+/// A server that reads the request to the client's EOF and answers with `len` bytes.
+fn server_sending(len: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_write_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut request = Vec::new();
+        let _ = s.read_to_end(&mut request);
+        let _ = s.write_all(&vec![b'r'; len]);
+    });
+    addr
+}
+
+#[test]
+fn max_reply_caps_a_raw_reply_with_one_clear_line() {
+    let addr = server_sending(2000).to_string();
+    let out = bin()
+        .args(["client", "--server", &addr, "--max-reply", "1000", "hi"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "no reply is printed: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: reply from ")
+            && err.contains("the reply exceeded 1000 bytes")
+            && err.contains("--max-reply"),
+        "{err}"
+    );
+    let addr = server_sending(1000).to_string();
+    bin()
+        .args(["client", "--server", &addr, "--max-reply", "1000", "hi"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("Received: rrrr"));
 }
 
 #[test]

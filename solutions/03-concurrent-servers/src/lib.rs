@@ -12,9 +12,10 @@
 //!
 //! Steps (see the book's Lab 03 chapter; `cargo test -p lab03-concurrent-servers stepN_` checks
 //! step N):
-//! 1. [`serve_iterative`]: accept, serve, repeat;
-//! 2. [`serve_threads`]: a thread per connection, finished threads joined, at most
-//!    `max_clients` at once;
+//! 1. [`serve_iterative`]: accept, serve, repeat; back off when out of descriptors;
+//! 2. [`serve_threads_with`] (which [`serve_threads`] calls): a thread per connection, finished
+//!    threads joined, at most `max_clients` at once, a thread that cannot start costing only its
+//!    connection;
 //! 3. [`reap_children`]: collect the exit status of every finished child (no zombies);
 //! 4. [`serve_fork`]: a process per connection, each side closing what it does not need;
 //! 5. [`stop_children`]: on SIGINT or SIGTERM, stop the children and wait for them.
@@ -27,8 +28,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::mpsc; // solution-only
-use std::thread::{self, JoinHandle}; // solution-only
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+pub use common::accept::{ACCEPT_BACKOFF, is_resource_exhaustion};
 
 #[cfg(unix)]
 use nix::sys::signal::Signal;
@@ -164,6 +167,22 @@ pub enum Event {
         /// What went wrong.
         error: io::Error,
     },
+    /// `accept` failed because the process or the system is out of descriptors or memory for
+    /// the moment (see [`is_resource_exhaustion`]): the server waits `pause`, then accepts again.
+    AcceptBackoff {
+        /// What went wrong (`EMFILE`: too many open files, ...).
+        error: io::Error,
+        /// How long the server waits before it calls `accept` again ([`ACCEPT_BACKOFF`]).
+        pause: Duration,
+    },
+    /// The connection from `peer` was accepted, but no thread or process could be started to
+    /// serve it: it was closed at once, and the server goes on.
+    Dropped {
+        /// The client.
+        peer: SocketAddr,
+        /// Why the thread or the child could not start (`EAGAIN`, `ENOMEM`, `EMFILE`...).
+        error: io::Error,
+    },
     /// `max` clients are being served: the server accepts no one until one leaves, and new
     /// connections wait in the backlog. Logged once each time the cap is reached.
     AtCapacity {
@@ -208,6 +227,15 @@ impl fmt::Display for Event {
             ),
             Event::Failed { peer, error } => write!(f, "{peer}: connection closed after an error: {error}"),
             Event::AcceptFailed { error } => write!(f, "accept failed (still serving): {error}"),
+            Event::AcceptBackoff { error, pause } => write!(
+                f,
+                "accept failed: {error}; backing off {} ms (still serving)",
+                pause.as_millis()
+            ),
+            Event::Dropped { peer, error } => write!(
+                f,
+                "{peer}: connection dropped, no thread or process could serve it: {error} (still serving)"
+            ),
             Event::AtCapacity { max } => write!(
                 f,
                 "{max} clients being served, the cap: new connections wait in the backlog"
@@ -233,7 +261,9 @@ pub fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Whether an error of `accept` concerns one connection only, so the server should log it and
-/// go on: a connection reset or aborted before it was accepted, or a signal. Given complete.
+/// go on at once: a connection reset or aborted before it was accepted, or a signal. Given
+/// complete. (A shortage of descriptors or memory is another case: see
+/// [`is_resource_exhaustion`]; and [`common::accept`] for all the kinds of `accept` errors.)
 pub fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -318,21 +348,34 @@ pub fn more_connections(config: &ServerConfig, accepted: u64) -> bool {
 /// [`serve_one`] (which logs how it ended) and only then accepts the next. Logs
 /// [`Event::Accepted`] (with [`Worker::Inline`] and `live` 1) for each connection.
 ///
-/// An `accept` error for which [`is_per_connection`] holds is logged ([`Event::AcceptFailed`])
-/// and the loop goes on. Stops after `config.max_connections` connections (forever when
-/// `None`) and returns how many it accepted. `config.max_clients` does not matter here: there
-/// is never more than one client.
+/// Two kinds of `accept` errors do not end the loop (and are not counted):
+/// - one for which [`is_per_connection`] holds: log [`Event::AcceptFailed`] and accept again;
+/// - one for which [`is_resource_exhaustion`] holds (`EMFILE`, too many open files, and the
+///   like): log [`Event::AcceptBackoff`], sleep [`ACCEPT_BACKOFF`] so the loop does not spin,
+///   and accept again; the connection waits in the backlog until a descriptor is free.
+///
+/// Stops after `config.max_connections` connections (forever when `None`) and returns how many
+/// it accepted. `config.max_clients` does not matter here: there is never more than one client.
 ///
 /// # Errors
-/// Any other error of `accept` (for example `EMFILE`, too many open files) is returned.
+/// Any other error of `accept` (`EBADF`, `EINVAL`: the listening socket itself is broken) is
+/// returned.
 pub fn serve_iterative(listener: &TcpListener, config: &ServerConfig, log: &Log) -> io::Result<u64> {
-    // >>> step 1 (listener, config, log): accept, log Accepted, serve_one; repeat until max_connections
+    // >>> step 1 (listener, config, log): accept, log Accepted, serve_one; repeat until max_connections; back off when out of descriptors
     let mut accepted = 0;
     while more_connections(config, accepted) {
         let (stream, peer) = match listener.accept() {
             Ok(connection) => connection,
             Err(error) if is_per_connection(&error) => {
                 log(&Event::AcceptFailed { error });
+                continue;
+            }
+            Err(error) if is_resource_exhaustion(&error) => {
+                log(&Event::AcceptBackoff {
+                    error,
+                    pause: ACCEPT_BACKOFF,
+                });
+                thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
             Err(error) => return Err(error),
@@ -351,23 +394,59 @@ pub fn serve_iterative(listener: &TcpListener, config: &ServerConfig, log: &Log)
 // ANCHOR_END: serve_iterative
 
 // ANCHOR: serve_threads
+/// The work of one connection's thread, as [`serve_threads_with`] hands it to its `spawn`
+/// function: a closure that owns the stream, run once.
+pub type Work = Box<dyn FnOnce() + Send + 'static>;
+
+/// Starts a thread named `name` that runs `work`, and returns its handle: what
+/// [`serve_threads`] uses to start each connection's thread. Given complete.
+///
+/// # Errors
+/// When the operating system cannot create another thread: `EAGAIN` (a limit on threads or
+/// processes, pthread_create(3)) or `ENOMEM`. `work` is dropped then, and with it the
+/// connection it owns.
+pub fn spawn_thread(name: String, work: Work) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(name).spawn(work)
+}
+
+/// The thread-per-connection server of step 2: [`serve_threads_with`] with the real
+/// [`spawn_thread`]. Given complete.
+///
+/// # Errors
+/// Those of [`serve_threads_with`].
+pub fn serve_threads(listener: &TcpListener, config: &ServerConfig, log: &Log) -> io::Result<u64> {
+    serve_threads_with(listener, config, log, spawn_thread)
+}
+
 /// Step 2. The thread-per-connection server: accepts connections from `listener` and serves
-/// each in a new thread with [`serve_one`], so a slow or idle client delays no one else.
+/// each in a new thread with [`serve_one`], so a slow or idle client delays no one else. Each
+/// thread is started with `spawn(name, work)`: [`serve_threads`] passes [`spawn_thread`], and
+/// tests pass one that fails.
 ///
 /// - Logs [`Event::Accepted`] with [`Worker::Thread`] and the number of live threads.
+/// - **A thread that cannot start** (`spawn` returns an error: no memory, too many threads)
+///   costs its connection only: log [`Event::Dropped`] (the connection is closed when the
+///   [`Work`] that owns it is dropped) and accept the next one.
 /// - **Cleans up**: a finished thread is joined (its [`JoinHandle`] consumed) and no longer
 ///   counts as live. Keep the handles of live threads only.
 /// - **Caps**: while `config.max_clients` threads are live, accepts nothing (log
 ///   [`Event::AtCapacity`] once) and waits until one finishes; meanwhile new connections wait in
 ///   the backlog. A finished thread must free its place even if its client misbehaved.
-/// - `accept` errors as in step 1.
+/// - `accept` errors as in step 1: go on after [`is_per_connection`] ones, back off
+///   [`ACCEPT_BACKOFF`] after [`is_resource_exhaustion`] ones (every live thread holds a
+///   descriptor, so this is the model that runs out first).
 /// - After `config.max_connections` connections, waits for (joins) every live thread, then
-///   returns how many connections it accepted.
+///   returns how many connections it accepted (dropped ones included).
 ///
 /// # Errors
-/// An `accept` error other than [`is_per_connection`] ones, or a failure to spawn a thread.
-pub fn serve_threads(listener: &TcpListener, config: &ServerConfig, log: &Log) -> io::Result<u64> {
-    // >>> step 2 (listener, config, log): spawn a thread per connection; join finished ones; wait at the cap
+/// Any other `accept` error.
+pub fn serve_threads_with(
+    listener: &TcpListener,
+    config: &ServerConfig,
+    log: &Log,
+    spawn: impl Fn(String, Work) -> io::Result<JoinHandle<()>>,
+) -> io::Result<u64> {
+    // >>> step 2 (listener, config, log, spawn): spawn a thread per connection (a failed spawn drops that one); join finished ones; wait at the cap; back off when out of descriptors
     // Each thread sends its number when it ends (even by a panic: the sender is dropped then,
     // and a disconnected receiver is handled below), so the loop learns which handle to join.
     let (done_tx, done_rx) = mpsc::channel::<u64>();
@@ -408,22 +487,35 @@ pub fn serve_threads(listener: &TcpListener, config: &ServerConfig, log: &Log) -
                 log(&Event::AcceptFailed { error });
                 continue;
             }
+            Err(error) if is_resource_exhaustion(&error) => {
+                log(&Event::AcceptBackoff {
+                    error,
+                    pause: ACCEPT_BACKOFF,
+                });
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
             Err(error) => return Err(error),
         };
         accepted += 1;
         let (config_, log_, done) = (config.clone(), Arc::clone(log), done_tx.clone());
-        let handle = thread::Builder::new()
-            .name(format!("client {peer}"))
-            .spawn(move || {
-                serve_one(stream, peer, &config_, &log_);
-                let _ = done.send(accepted);
-            })?;
-        live.push((accepted, handle));
-        log(&Event::Accepted {
-            peer,
-            worker: Worker::Thread,
-            live: live.len(),
+        let number = accepted;
+        let work: Work = Box::new(move || {
+            serve_one(stream, peer, &config_, &log_);
+            let _ = done.send(number);
         });
+        match spawn(format!("client {peer}"), work) {
+            Ok(handle) => {
+                live.push((number, handle));
+                log(&Event::Accepted {
+                    peer,
+                    worker: Worker::Thread,
+                    live: live.len(),
+                });
+            }
+            // The work, and the stream it owns, are gone: the connection is closed.
+            Err(error) => log(&Event::Dropped { peer, error }),
+        }
     }
     for (_, handle) in live {
         let _ = handle.join();
@@ -566,7 +658,9 @@ impl Signals {
 ///
 /// # Errors
 /// `io::ErrorKind::Other` when the process has more than one thread (Linux; see the safety
-/// note below); `EAGAIN`/`ENOMEM` from `fork` when the system cannot create another process.
+/// note below); `EAGAIN`/`ENOMEM` from `fork` when the system cannot create another process;
+/// `EMFILE`/`ENFILE` when the process or the system has no descriptor left to read
+/// `/proc/self/task` with (Linux).
 #[cfg(unix)]
 #[allow(unsafe_code)]
 pub fn fork_process() -> io::Result<ForkResult> {
@@ -638,21 +732,25 @@ pub fn accept_within(listener: &TcpListener, tick: Duration) -> io::Result<Optio
 /// - at the cap (`config.max_clients` children alive) logs [`Event::AtCapacity`] once and
 ///   accepts nothing: sleeps [`TICK`] and loops;
 /// - otherwise waits up to [`TICK`] for a connection with [`accept_within`] (`accept` errors as
-///   in step 1), then forks with [`fork_process`]:
+///   in step 1: go on after [`is_per_connection`] ones, back off [`ACCEPT_BACKOFF`] after
+///   [`is_resource_exhaustion`] ones), then forks with [`fork_process`]:
 ///   - the **child** drops the listening socket, serves the connection with [`serve_one`], and
 ///     exits with `std::process::exit` (status 0, or 1 when the connection failed). It never
 ///     returns into the loop.
 ///   - the **parent** drops the connected socket, remembers the child's pid, and logs
 ///     [`Event::Accepted`] with [`Worker::Child`].
+///   - when [`fork_process`] fails for lack of descriptors or memory
+///     ([`is_resource_exhaustion`]), there is no child: log [`Event::Dropped`], drop the
+///     connection, sleep [`ACCEPT_BACKOFF`], and go on.
 ///
 /// After the last connection it waits (reaping, watching `signals`) until every child has
-/// ended, and returns how many connections it accepted.
+/// ended, and returns how many connections it accepted (dropped ones included).
 ///
 /// Must run in a single-threaded process (see [`fork_process`]).
 ///
 /// # Errors
-/// `accept` errors other than [`is_per_connection`] ones, and errors of [`fork_process`],
-/// [`reap_children`] and [`stop_children`].
+/// Other `accept` errors, other errors of [`fork_process`] (a process with several threads,
+/// `EAGAIN`), and errors of [`reap_children`] and [`stop_children`].
 #[cfg(unix)]
 pub fn serve_fork(
     listener: TcpListener,
@@ -660,7 +758,7 @@ pub fn serve_fork(
     signals: &Signals,
     log: &Log,
 ) -> io::Result<u64> {
-    // >>> step 4 (listener, config, signals, log): fork per connection; child: drop listener, serve, exit; parent: drop stream, reap
+    // >>> step 4 (listener, config, signals, log): fork per connection; child: drop listener, serve, exit; parent: drop stream, reap; back off when out of descriptors
     let mut children: Vec<Pid> = Vec::new();
     let mut accepted = 0u64;
     let mut at_capacity = false;
@@ -700,10 +798,28 @@ pub fn serve_fork(
                 log(&Event::AcceptFailed { error });
                 continue;
             }
+            Err(error) if is_resource_exhaustion(&error) => {
+                log(&Event::AcceptBackoff {
+                    error,
+                    pause: ACCEPT_BACKOFF,
+                });
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
             Err(error) => return Err(error),
         };
         accepted += 1;
-        match fork_process()? {
+        let forked = match fork_process() {
+            Ok(forked) => forked,
+            Err(error) if is_resource_exhaustion(&error) => {
+                drop(stream);
+                log(&Event::Dropped { peer, error });
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        match forked {
             ForkResult::Child => {
                 // The child serves this one client: it needs no listening socket. Keeping it
                 // would keep the server's port open after the parent has gone.

@@ -35,6 +35,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 use std::time::Instant; // solution-only
 
+pub use common::accept::{ACCEPT_BACKOFF, is_resource_exhaustion};
+
 /// The server's default port, as in the lecture's Java TCPServer: 7896.
 pub const DEFAULT_PORT: u16 = 7896;
 
@@ -495,6 +497,14 @@ pub enum Event {
         /// The error.
         error: io::Error,
     },
+    /// `accept` failed because the process or the system is out of descriptors or memory for
+    /// the moment (see [`is_resource_exhaustion`]): the server waits `pause`, then accepts again.
+    AcceptBackoff {
+        /// The error (`EMFILE`: too many open files, ...).
+        error: io::Error,
+        /// How long the server waits before it calls `accept` again ([`ACCEPT_BACKOFF`]).
+        pause: Duration,
+    },
 }
 
 impl fmt::Display for Event {
@@ -510,6 +520,11 @@ impl fmt::Display for Event {
                 write!(f, "{peer}: connection closed after an error ({outcome}): {error}")
             }
             Event::AcceptFailed { error } => write!(f, "accept failed (still serving): {error}"),
+            Event::AcceptBackoff { error, pause } => write!(
+                f,
+                "accept failed: {error}; backing off {} ms (still serving)",
+                pause.as_millis()
+            ),
         }
     }
 }
@@ -524,11 +539,15 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The iterative server: accepts one connection at a time, serves it with
 /// [`serve_connection`], and logs each [`Event`]. A connection's error is logged, never
-/// returned; so is an `accept` error that concerns one connection. Stops after
-/// `config.max_connections` connections and returns how many it served. Given complete.
+/// returned; so is an `accept` error that concerns one connection ([`Event::AcceptFailed`]),
+/// and one that says descriptors or memory ran out ([`is_resource_exhaustion`]: logged as
+/// [`Event::AcceptBackoff`], then the loop sleeps [`ACCEPT_BACKOFF`] and accepts again).
+/// Stops after `config.max_connections` connections and returns how many it served. Given
+/// complete.
 ///
 /// # Errors
-/// Any other error of `accept` (for example `EMFILE`).
+/// Any other error of `accept` (`EBADF`, `EINVAL`: the listening socket itself is broken; see
+/// [`common::accept`]).
 pub fn serve(listener: &TcpListener, config: &ServerConfig, mut log: impl FnMut(&Event)) -> io::Result<u64> {
     let mut served = 0;
     while config.max_connections.is_none_or(|max| served < max) {
@@ -543,6 +562,14 @@ pub fn serve(listener: &TcpListener, config: &ServerConfig, mut log: impl FnMut(
                 ) =>
             {
                 log(&Event::AcceptFailed { error });
+                continue;
+            }
+            Err(error) if is_resource_exhaustion(&error) => {
+                log(&Event::AcceptBackoff {
+                    error,
+                    pause: ACCEPT_BACKOFF,
+                });
+                std::thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
             Err(error) => return Err(error),

@@ -41,7 +41,8 @@ pub struct Step {
     pub section: String,
     /// Points for passing all of its tests.
     pub points: u32,
-    /// Hints, the gentlest first.
+    /// Hints, the gentlest first, in Markdown: the only copy (`cargo lab hint` shows them, and
+    /// `cargo lab dev sync` writes them to the book's hint file of the step).
     #[serde(default)]
     pub hints: Vec<String>,
 }
@@ -155,6 +156,12 @@ impl Lab {
         format!("Lab {:02}", self.number)
     }
 
+    /// The book's hint file of step `k` (1-based), relative to `book/src` (as a chapter includes
+    /// it): `hints/lab01-udp-step3.md`. `cargo lab dev sync` writes it from the step's hints.
+    pub fn hints_file(&self, k: usize) -> String {
+        format!("hints/{}-step{k}.md", self.lab_package())
+    }
+
     /// The test-name prefix of step `k` (1-based): `step3_`.
     pub fn step_prefix(k: usize) -> String {
         format!("step{k}_")
@@ -180,18 +187,37 @@ impl Lab {
     }
 }
 
+/// The fixture course of the tool's own tests (`tests/course/tests/fixture`): one lab, `01-echo`,
+/// with two steps worth 40 and 60 points. Tests only read it; those that change it work on a copy.
+#[cfg(test)]
+pub fn fixture_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixture")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_repository_manifest_loads() {
-        let root = crate::root();
-        let manifest = Manifest::load(&root).expect("tests/*/lab.toml load");
+    fn the_fixture_manifest_loads() {
+        let manifest = Manifest::load(&fixture_root()).expect("tests/*/lab.toml load");
         let lab = manifest.lab(1).expect("lab 1");
-        assert_eq!(lab.lab_package(), "lab01-udp");
+        assert_eq!(lab.lab_package(), "lab01-echo");
         assert_eq!(lab.points(), 100);
+        assert_eq!(lab.hints_file(2), "hints/lab01-echo-step2.md");
         assert!(manifest.lab(99).is_err());
+        assert!(manifest.select(Some(2)).is_err());
+    }
+
+    #[test]
+    fn a_broken_manifest_names_its_file() {
+        let dir = std::env::temp_dir().join(format!("course-manifest-test-{}", std::process::id()));
+        let lab = dir.join("tests/01-x");
+        std::fs::create_dir_all(&lab).expect("create");
+        std::fs::write(lab.join("lab.toml"), "number = 1\nslug = \"x\"\n").expect("write");
+        let err = Manifest::load(&dir).expect_err("missing keys");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert!(format!("{err:#}").contains("lab.toml is not valid"), "{err:#}");
     }
 
     #[test]

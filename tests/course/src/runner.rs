@@ -21,6 +21,9 @@ pub struct SuiteRun {
     pub results: BTreeMap<String, bool>,
     /// Failure messages by test name (the panic message, without backtraces).
     pub failures: BTreeMap<String, String>,
+    /// Where each failing test panicked, `file:line:col` from the root: in the lab's own code
+    /// (`labs/NN-slug/src/...`) when a panic was there, else the test's own (last) panic.
+    pub locations: BTreeMap<String, String>,
     /// The compiler's first error lines when it did not compile.
     pub compile_errors: String,
 }
@@ -224,10 +227,50 @@ pub fn parse(stdout: &str) -> SuiteRun {
             text.push('\n');
         }
     }
-    for text in run.failures.values_mut() {
+    for (name, text) in &mut run.failures {
+        if let Some(at) = panic_location(text) {
+            run.locations.insert(name.clone(), at);
+        }
         *text = tidy_failure(text);
     }
     run
+}
+
+/// The location to show for a failure's `thread '...' panicked at FILE:LINE:COL:` lines: the
+/// last one in a package's own code (`labs/NN-slug/src/`, or `solutions/...`), where the student
+/// should look first, else the last one (the test's own panic, in the suite). Paths are
+/// tidied: the suite's `labs/01-udp/tests/../../../tests/01-udp/suite.rs` becomes
+/// `tests/01-udp/suite.rs`.
+fn panic_location(text: &str) -> Option<String> {
+    let all: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("thread '"))
+        .filter_map(|l| l.split_once(" panicked at ").map(|(_, at)| at))
+        .map(|at| tidy_path(at.trim().trim_end_matches(':')))
+        .collect();
+    let in_src = |at: &&String| {
+        let mut parts = at.split('/');
+        matches!(
+            (parts.next(), parts.next(), parts.next()),
+            (Some("labs" | "solutions"), Some(_), Some("src"))
+        )
+    };
+    all.iter().rev().find(in_src).or(all.last()).cloned()
+}
+
+/// `a/b/../c` as `a/c`, with `/` separators (Windows paths come with `\`).
+fn tidy_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split(['/', '\\']) {
+        match part {
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            "." => {}
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 fn short(name: &str) -> &str {
@@ -304,6 +347,22 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; 
             run.failures["step2_recv"],
             "not yet implemented: lab 01 step 2: receive"
         );
+    }
+
+    #[test]
+    fn keeps_where_the_test_panicked() {
+        let run = parse(OUTPUT);
+        assert_eq!(run.locations["step2_recv"], "tests/01_udp.rs:10:5");
+        // The lab's own code wins over the suite, and the suite's path is tidied.
+        let text = "thread 'h' panicked at labs/01-udp/src/lib.rs:9:5:\nnot yet implemented\n\
+                    thread 't' (7) panicked at labs/01-udp/tests/../../../tests/01-udp/suite.rs:7:5:\nboom\n";
+        assert_eq!(
+            panic_location(text).as_deref(),
+            Some("labs/01-udp/src/lib.rs:9:5")
+        );
+        let text = "thread 't' (7) panicked at labs\\01-udp\\tests\\..\\..\\..\\tests\\01-udp\\suite.rs:7:5:\nboom\n";
+        assert_eq!(panic_location(text).as_deref(), Some("tests/01-udp/suite.rs:7:5"));
+        assert_eq!(panic_location("no panic here"), None);
     }
 
     #[test]

@@ -100,7 +100,11 @@ pub fn command(root: &Path, labs: &[Lab], plan: Plan) -> Result<bool> {
         suites.len(),
         queue.len(),
         plan.jobs,
-        if plan.hog { ", under a CPU hog on every core" } else { "" },
+        if plan.hog {
+            ", under a CPU hog on every core"
+        } else {
+            ""
+        },
         started.elapsed().as_secs_f64()
     );
     for (package, _) in &suites {
@@ -111,7 +115,10 @@ pub fn command(root: &Path, labs: &[Lab], plan: Plan) -> Result<bool> {
         }
         println!("  {package}: {} tests failed at least once", mine.len());
         for ((_, test), flake) in mine {
-            println!("    {test}: failed {} of {} runs; first message:", flake.count, plan.runs);
+            println!(
+                "    {test}: failed {} of {} runs; first message:",
+                flake.count, plan.runs
+            );
             for line in flake.first.lines().take(6) {
                 println!("        {line}");
             }
@@ -142,7 +149,9 @@ impl Hog {
                     let mut x = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..10_000 {
-                            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+                            );
                         }
                     }
                 })
@@ -171,6 +180,10 @@ mod tests {
         assert!(!hog.threads.is_empty());
         let t = Instant::now();
         drop(hog);
-        assert!(t.elapsed().as_secs() < 5, "the hog took {:?} to stop", t.elapsed());
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "the hog took {:?} to stop",
+            t.elapsed()
+        );
     }
 }

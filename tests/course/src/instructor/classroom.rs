@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn one_autograding_test_per_lab_with_the_manifest_points() {
-        let manifest = Manifest::load(&crate::root()).expect("manifests");
+        let manifest = Manifest::load(&crate::manifest::fixture_root()).expect("the fixture's manifest");
         let files = generate(&manifest);
         let json: serde_json::Value = serde_json::from_str(&files[0].contents).expect("json parses");
         let tests = json["tests"].as_array().expect("tests");

@@ -235,29 +235,29 @@ mod tests {
     use super::*;
     use crate::runner::parse;
 
-    fn udp(root: &Path) -> Manifest {
-        Manifest::load(root).expect("manifests load")
+    fn fixture() -> Manifest {
+        Manifest::load(&crate::manifest::fixture_root()).expect("the fixture's manifest loads")
     }
 
     #[test]
     fn a_step_earns_its_points_only_when_all_its_tests_pass() {
-        let manifest = udp(&crate::root());
+        let manifest = fixture();
         let lab = manifest.lab(1).expect("lab 1");
         let run = parse(
             "test suite::step1_a ... ok\ntest suite::step1_b ... ok\ntest suite::step2_a ... ok\n\
              test suite::step2_b ... FAILED\ntest result: FAILED. 3 passed; 1 failed;\n",
         );
-        let grade = score(lab, "lab01-udp", &run);
+        let grade = score(lab, "lab01-echo", &run);
         assert_eq!(grade.points, lab.steps[0].points, "step 1 complete, step 2 not");
         assert_eq!(grade.steps[1].points, 0);
         assert_eq!((grade.tests_passed, grade.tests_total), (3, 4));
-        let broken = score(lab, "lab01-udp", &parse(""));
+        let broken = score(lab, "lab01-echo", &parse(""));
         assert_eq!((broken.compiled, broken.points), (false, 0));
     }
 
     #[test]
     fn json_and_junit_parse_back() {
-        let manifest = udp(&crate::root());
+        let manifest = fixture();
         let runs: Vec<SuiteRun> = manifest
             .labs
             .iter()
