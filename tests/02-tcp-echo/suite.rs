@@ -122,6 +122,7 @@ fn config(framing: lab::Framing, uppercase: bool) -> lab::ServerConfig {
         uppercase,
         max_line: 1000,
         idle_timeout: Some(IO_TIMEOUT),
+        message_timeout: None,
         max_connections: None,
     }
 }
@@ -926,6 +927,142 @@ fn step7_a_silent_client_is_dropped_after_the_idle_timeout() {
          stream first); got {result:?}"
     );
     assert!(read_until_closed(&mut client, "the dropped client").is_empty());
+}
+
+/// The section that explains the message timeout.
+const MESSAGE_SECTION: &str = "see Lab 02 § Slow clients and the message timeout";
+
+/// Sends `first`, then one byte `b'a'` every 100 ms, until the peer closes the connection or
+/// `limit` passes. The pacing is a 100 ms read timeout, which also notices the close (EOF, a
+/// reset, or a failed write). Returns when the close was seen (None: never) and the bytes sent.
+fn trickle(stream: &mut TcpStream, first: &[u8], limit: Duration) -> (Option<Duration>, usize) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let mut sent = 0;
+    if stream.write_all(first).is_err() {
+        return (Some(started.elapsed()), sent);
+    }
+    sent += first.len();
+    let mut buf = [0u8; 64];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            // EOF, a reset, or (unexpectedly) an echo: the server is done with this message.
+            _ => return (Some(started.elapsed()), sent),
+        }
+        if stream.write_all(b"a").is_err() {
+            return (Some(started.elapsed()), sent);
+        }
+        sent += 1;
+    }
+    (None, sent)
+}
+
+/// A `serve_connection` thread with a 1 s idle timeout and a 500 ms message timeout, and a
+/// client that trickles `first` then a byte every 100 ms: the connection must end within 4 s,
+/// with the message-timeout error.
+fn trickled_message_is_cut_off(framing: lab::Framing, first: &[u8], what: &str) {
+    let message = Duration::from_millis(500);
+    let config = lab::ServerConfig {
+        idle_timeout: Some(Duration::from_secs(1)),
+        message_timeout: Some(message),
+        ..config(framing, false)
+    };
+    let (addr, thread) = connection_thread(config);
+    let mut client = tcp_connect(addr);
+    let limit = Duration::from_secs(4);
+    let (closed, sent) = trickle(&mut client, first, limit);
+    // On a skeleton the thread panicked: report its message first.
+    let result = thread.join_within(if closed.is_some() { SLACK } else { IO_TIMEOUT });
+    assert!(
+        closed.is_some(),
+        "{framing} framing, idle_timeout 1 s, message_timeout 500 ms: the client sent {what} and \
+         then one more byte every 100 ms ({sent} bytes in {} ms) and the connection was still \
+         open. Each read made progress within the idle timeout, so only a deadline for the whole \
+         message stops this: before each read set the timeout to min(idle, time left) ({MESSAGE_SECTION}); \
+         serve_connection returned {result:?} once the client stopped",
+        limit.as_millis()
+    );
+    let error = match result {
+        Err(e) => e,
+        Ok(count) => panic!(
+            "{framing} framing: a message trickled past the 500 ms message timeout must end the \
+             connection with an error, but serve_connection returned Ok({count}) ({MESSAGE_SECTION})"
+        ),
+    };
+    assert!(
+        error.kind() == io::ErrorKind::TimedOut && lab::message_timeout_of(&error) == Some(message),
+        "{framing} framing: the connection of a client that trickled {what} past the 500 ms \
+         message timeout ended with {error:?} ({:?}); expected the error of \
+         message_timed_out(500 ms): kind TimedOut, telling it apart from an idle timeout \
+         ({MESSAGE_SECTION})",
+        error.kind()
+    );
+}
+
+#[test]
+fn step7_a_trickled_line_is_cut_off_by_the_message_timeout() {
+    trickled_message_is_cut_off(lab::Framing::Line, b"a", "a line without its newline");
+}
+
+#[test]
+fn step7_a_trickled_frame_is_cut_off_by_the_message_timeout() {
+    trickled_message_is_cut_off(lab::Framing::Utf, &[0x00, 0xff], "the length of a 255-byte frame");
+}
+
+#[test]
+fn step7_server_binary_serves_the_next_client_while_one_trickles() {
+    let server = ServerProcess::start(
+        BIN,
+        &[
+            "server",
+            "--port",
+            "0",
+            "--framing",
+            "line",
+            "--idle-timeout",
+            "1000",
+            "--message-timeout",
+            "1000",
+        ],
+    );
+    let mut trickler = tcp_connect(server.addr());
+    let me = local(&trickler).to_string();
+    // The trickler is first in the backlog, so the iterative server serves it first.
+    let trickling = ServerThread::spawn("the trickling client", move || {
+        trickle(&mut trickler, b"a", Duration::from_secs(8))
+    });
+    let started = Instant::now();
+    let mut next = tcp_connect(server.addr());
+    next.write_all(b"my turn\n").expect("send");
+    next.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut reply = [0u8; 8];
+    let got = next.read_exact(&mut reply);
+    assert!(
+        got.is_ok() && &reply == b"my turn\n",
+        "server --framing line --idle-timeout 1000 --message-timeout 1000: one client trickles a \
+         line one byte per 100 ms; a second client sent \"my turn\\n\" and after {} ms got {got:?} \
+         {:?} instead of its echo. The trickler's line must be cut off after 1000 ms, whatever the \
+         idle timeout ({MESSAGE_SECTION})",
+        started.elapsed().as_millis(),
+        text(&reply)
+    );
+    let (closed, _) = trickling.join_within(Duration::from_secs(10));
+    assert!(
+        closed.is_some(),
+        "the trickling client's connection was never closed ({MESSAGE_SECTION})"
+    );
+    let lines = server.expect_stderr_lines(&me, 2, Duration::from_secs(5));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("a message took longer than the message timeout (1000 ms)")),
+        "the trickler's connection must end with a log line saying \"a message took longer than \
+         the message timeout (1000 ms)\", not the idle timeout's; got {lines:?} ({MESSAGE_SECTION})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,6 +52,10 @@ pub const MAX_FRAME: usize = 65_535;
 /// How long the server waits for a silent client before giving up on it: 10 000 ms.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one whole line or frame may take to arrive and its reply to be written, in line and
+/// utf framing: 30 000 ms.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How many bytes the echo loops read at a time: 16 KiB.
 pub const CHUNK: usize = 16 * 1024;
 
@@ -125,6 +129,12 @@ pub struct ServerConfig {
     /// Read and write timeout of each accepted connection: a client silent for this long is
     /// dropped. `None` waits forever (a stalled client then blocks an iterative server).
     pub idle_timeout: Option<Duration>,
+    /// In line and utf framing, the most time one message may take: from the moment the server
+    /// starts waiting for a line or frame until its reply is written. A client that trickles a
+    /// message (or drains its reply) slower than this is dropped even though no single read or
+    /// write waits the idle timeout. Raw framing has no messages and ignores it. `None`: no
+    /// limit beyond the idle timeout.
+    pub message_timeout: Option<Duration>,
     /// Stop after this many connections (served or failed); `None` serves forever.
     pub max_connections: Option<u64>,
 }
@@ -137,6 +147,7 @@ impl Default for ServerConfig {
             uppercase: false,
             max_line: DEFAULT_MAX_LINE,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            message_timeout: Some(DEFAULT_MESSAGE_TIMEOUT),
             max_connections: None,
         }
     }
@@ -156,6 +167,40 @@ pub fn make_reply(request: &[u8], uppercase: bool) -> Vec<u8> {
 /// `TimedOut` on Windows. Given complete.
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// The error inside the [`io::Error`] (of kind `TimedOut`) that ends a connection whose
+/// message took longer than the message timeout; see [`message_timed_out`]. Given complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTimeout {
+    /// The message timeout that was exceeded.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for MessageTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a message took longer than the message timeout ({} ms)",
+            self.timeout.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for MessageTimeout {}
+
+/// The error for a message that took longer than `timeout`: kind `io::ErrorKind::TimedOut`,
+/// holding a [`MessageTimeout`] so that [`message_timeout_of`] (and the log line) can tell it
+/// from an idle timeout. Given complete.
+pub fn message_timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, MessageTimeout { timeout })
+}
+
+/// The message timeout `e` reports, if `e` was made by [`message_timed_out`]. Given complete.
+pub fn message_timeout_of(e: &io::Error) -> Option<Duration> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<MessageTimeout>())
+        .map(|m| m.timeout)
 }
 
 // ANCHOR: listen
@@ -274,8 +319,19 @@ pub fn read_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 /// returns how many bytes (raw), lines or frames were echoed. Dropping `stream` at the end
 /// closes the connection.
 ///
-/// First sets `config.idle_timeout` as the stream's read and write timeout, so a client that
-/// stalls cannot hold the server forever. Then:
+/// Two limits keep one client from holding the (iterative) server forever:
+/// - `config.idle_timeout` bounds each single read and write: a client silent that long is
+///   dropped;
+/// - in line and utf framing, `config.message_timeout` bounds each whole message: the time
+///   from the moment the server starts waiting for a line or frame until its reply is written.
+///   Before each read and each write, set the socket's timeout to the smaller of the idle
+///   timeout and the time left until the message's deadline (an [`std::time::Instant`]); when
+///   no time is left, or a read or write times out because the deadline came, fail with
+///   [`message_timed_out`]`(message_timeout)`. A small adapter over `&TcpStream` that holds the
+///   deadline and implements [`Read`] and [`Write`] lets [`read_line`], [`read_frame`],
+///   [`write_fully`] and [`write_frame`] work unchanged. `None` means no such limit.
+///
+/// Raw framing has no messages, so only the idle timeout applies. Then:
 /// - raw ([`Framing::Raw`]): [`echo_raw`];
 /// - line ([`Framing::Line`]): for each [`read_line`] (cap `config.max_line`), writes the reply
 ///   and `\n`;
@@ -286,10 +342,14 @@ pub fn read_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 /// # Errors
 /// Those of the functions above: `InvalidData` for an over-long line, `UnexpectedEof` for a
 /// client gone mid-message, `ConnectionReset` for one that reset, `WouldBlock`/`TimedOut` for
-/// one silent for longer than the idle timeout. The connection is closed in every case.
+/// one silent for longer than the idle timeout, and `TimedOut` holding a [`MessageTimeout`]
+/// (see [`message_timed_out`]) for a message that took longer than the message timeout. The
+/// connection is closed in every case.
 pub fn serve_connection(stream: TcpStream, config: &ServerConfig) -> io::Result<u64> {
     common::your_code_here((stream, config));
-    todo!("lab 02 step 7: set the timeouts, then echo in the configured framing until EOF")
+    todo!(
+        "lab 02 step 7: bound each read and write by the idle timeout and each message by the message timeout, then echo in the configured framing until EOF"
+    )
 }
 // ANCHOR_END: serve_connection
 
@@ -340,6 +400,9 @@ impl fmt::Display for Event {
             Event::Accepted { peer } => write!(f, "{peer}: connected"),
             Event::Closed { peer, framing, count } => {
                 write!(f, "{peer}: closed after echoing {count} {}", framing.unit(*count))
+            }
+            Event::Failed { peer, error } if message_timeout_of(error).is_some() => {
+                write!(f, "{peer}: {error}; connection closed")
             }
             Event::Failed { peer, error } if is_timeout(error) => write!(
                 f,

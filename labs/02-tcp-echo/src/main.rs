@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! lab02-tcp-echo server [--bind 127.0.0.1] [--port 7896] [--framing raw|line|utf] [--uppercase]
-//!                            [--max-line 65536] [--idle-timeout 10000] [--max-connections N]
+//!                            [--max-line 65536] [--idle-timeout 10000] [--message-timeout 30000]
+//!                            [--max-connections N]
 //! lab02-tcp-echo client --server HOST:PORT [--framing raw|line|utf] [--timeout 5000]
 //!                            [--max-reply 16777216] MESSAGE...
 //! ```
@@ -81,6 +82,12 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
               value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout: u64,
+        /// With --framing line or utf, close a connection whose line or frame takes longer than
+        /// this to arrive and be echoed, in milliseconds: bounds a client that trickles a
+        /// message (or drains its reply) slowly. Raw framing has no messages and ignores it.
+        #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        message_timeout: u64,
         /// Exit after this many connections (default: serve forever).
         #[arg(long, value_name = "N")]
         max_connections: Option<u64>,
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
             uppercase,
             max_line,
             idle_timeout,
+            message_timeout,
             max_connections,
         } => {
             let config = lab::ServerConfig {
@@ -129,6 +137,7 @@ fn main() -> ExitCode {
                 uppercase,
                 max_line: max_line as usize,
                 idle_timeout: Some(Duration::from_millis(idle_timeout)),
+                message_timeout: Some(Duration::from_millis(message_timeout)),
                 max_connections,
             };
             run_server(SocketAddr::new(bind, port), &config)

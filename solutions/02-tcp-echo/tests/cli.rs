@@ -28,6 +28,8 @@ fn help_teaches_the_subcommands_and_options() {
             .and(predicate::str::contains("[default: 65536]"))
             .and(predicate::str::contains("--idle-timeout <MS>"))
             .and(predicate::str::contains("[default: 10000]"))
+            .and(predicate::str::contains("--message-timeout <MS>"))
+            .and(predicate::str::contains("[default: 30000]"))
             .and(predicate::str::contains("--uppercase"))
             .and(predicate::str::contains("--max-connections")),
     );
@@ -76,6 +78,7 @@ fn a_bad_server_value_is_one_clear_line() {
 fn out_of_range_values_are_refused() {
     bin().args(["server", "--max-line", "0"]).assert().code(2);
     bin().args(["server", "--idle-timeout", "0"]).assert().code(2);
+    bin().args(["server", "--message-timeout", "0"]).assert().code(2);
     bin().args(["server", "--framing", "json"]).assert().code(2);
     bin()
         .args(["client", "--server", "127.0.0.1:9", "--timeout", "0", "hi"])

@@ -1,5 +1,5 @@
 //! Robustness of the reference echo server: over-long lines, stalled frames, silent, resetting
-//! and non-reading clients, 200 connections at once and a shortage of descriptors do not stop
+//! and non-reading clients, clients that trickle a message or drain its echo slowly, 200 connections at once and a shortage of descriptors do not stop
 //! it, and leave no descriptor behind.
 //!
 //! Each test starts the server binary (`--port 0`, short `--idle-timeout`), attacks it on
@@ -25,18 +25,16 @@ const SERVED_WITHIN: Duration = Duration::from_secs(5);
 
 /// A server with `framing` and a 300 ms idle timeout, and its descriptor count (Linux).
 fn start(framing: &str) -> (ServerProcess, Option<usize>) {
-    let server = ServerProcess::start(
-        BIN,
-        &[
-            "server",
-            "--port",
-            "0",
-            "--framing",
-            framing,
-            "--idle-timeout",
-            IDLE_MS,
-        ],
-    );
+    start_with(&["--framing", framing, "--idle-timeout", IDLE_MS])
+}
+
+/// A server with the options `args` (after `server --port 0`), and its descriptor count (Linux).
+fn start_with(args: &[&str]) -> (ServerProcess, Option<usize>) {
+    let args: Vec<&str> = ["server", "--port", "0"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let server = ServerProcess::start(BIN, &args);
     let baseline = if cfg!(target_os = "linux") {
         common::descriptors::open_descriptors(server.id())
             .ok()
@@ -302,5 +300,121 @@ fn running_out_of_descriptors_is_survived() {
         baseline,
         "line",
         "a shortage of descriptors (EMFILE)",
+    );
+}
+
+/// The options of the slow-client tests: 1 s idle timeout, 1 s message timeout.
+const SLOW_OPTIONS: [&str; 4] = ["--idle-timeout", "1000", "--message-timeout", "1000"];
+
+/// How long a slow client may hold the server before the test calls the message timeout broken.
+const SLOW_LIMIT: Duration = Duration::from_secs(8);
+
+/// Whether the server has logged that `me`'s message exceeded the 1000 ms message timeout.
+fn logged_message_timeout(server: &ServerProcess, me: &str) -> bool {
+    let needle = format!("{me}: a message took longer than the message timeout (1000 ms)");
+    server.stderr_lines().iter().any(|l| l.contains(&needle))
+}
+
+#[test]
+fn a_client_that_trickles_a_line_is_cut_off_by_the_message_timeout() {
+    let (mut server, baseline) = start_with(&[&["--framing", "line"][..], &SLOW_OPTIONS].concat());
+    let mut trickler = tcp_connect(server.addr());
+    let me = trickler.local_addr().expect("local address").to_string();
+    // One byte every 100 ms (paced by the read timeout, which also notices the close): each
+    // read of the server succeeds well within the 1 s idle timeout.
+    trickler
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        if started.elapsed() > SLOW_LIMIT {
+            break false;
+        }
+        if trickler.write_all(b"a").is_err() {
+            break true;
+        }
+        match trickler.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => break true,
+        }
+    };
+    assert!(
+        closed,
+        "a client trickling one byte per 100 ms held the server for {} ms{}",
+        started.elapsed().as_millis(),
+        log(&server)
+    );
+    server.expect_stderr(
+        &format!("{me}: a message took longer than the message timeout (1000 ms)"),
+        Duration::from_secs(5),
+    );
+    drop(trickler);
+    still_serving(&mut server, baseline, "line", "a client that trickles a line");
+}
+
+#[test]
+fn a_client_that_drains_its_echo_slowly_is_cut_off_by_the_message_timeout() {
+    // A reply far larger than the socket buffers, so the server's writes must wait for the
+    // client to read; the client reads 16 KiB per 100 ms, so each write makes some progress
+    // within the idle timeout and only the message timeout ends it.
+    const LINE: usize = 16 << 20;
+    let max_line = LINE.to_string();
+    let (mut server, baseline) = start_with(
+        &[
+            &["--framing", "line", "--max-line", max_line.as_str()][..],
+            &SLOW_OPTIONS,
+        ]
+        .concat(),
+    );
+    let mut drainer = tcp_connect(server.addr());
+    let me = drainer.local_addr().expect("local address").to_string();
+    let mut request = vec![b'd'; LINE];
+    request.push(b'\n');
+    drainer
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("write timeout");
+    drainer.write_all(&request).expect("send the 16 MiB line");
+    drainer
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0usize;
+    // The server's log says when it gave up; the bytes already in the client's receive buffer
+    // would take far longer to drain at this pace.
+    while !logged_message_timeout(&server, &me) {
+        assert!(
+            started.elapsed() < SLOW_LIMIT,
+            "a client draining its echo at 16 KiB per 100 ms ({drained} bytes so far) held the \
+             server for {} ms{}",
+            started.elapsed().as_millis(),
+            log(&server)
+        );
+        match drainer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                drained += n;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("the slow drainer's read failed: {e}{}", log(&server)),
+        }
+    }
+    server.expect_stderr(
+        &format!("{me}: a message took longer than the message timeout (1000 ms)"),
+        Duration::from_secs(5),
+    );
+    drop(drainer);
+    still_serving(
+        &mut server,
+        baseline,
+        "line",
+        "a client that drains its echo slowly",
     );
 }
