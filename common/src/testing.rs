@@ -381,6 +381,14 @@ impl ServerProcess {
         self.addr
     }
 
+    /// What the server printed on stderr so far, as a block to append to a failure message.
+    pub fn log(&self) -> String {
+        format!(
+            "\n--- the server's stderr ---\n{}",
+            self.stderr_lines().join("\n")
+        )
+    }
+
     /// Everything the server printed on stderr so far, one entry per line.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().map(|l| l.clone()).unwrap_or_default()
@@ -633,6 +641,52 @@ impl<T: Send + 'static> ServerThread<T> {
         let _ = stream.set_read_timeout(restore);
         end
     }
+}
+
+/// Reads `stream` until its peer closes it (end of stream or a reset), discarding what arrives,
+/// for the robustness tests: an attacker's connection must be closed by the server.
+///
+/// # Panics
+/// When the connection stays open for 5 s (`what` names it in the message).
+pub fn await_close(stream: &mut TcpStream, what: &str) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("test set-up: cannot set a read timeout: {e}"));
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return;
+            }
+            Err(e) => panic!("{what}: the server did not close the connection within 5 s ({e})"),
+        }
+    }
+}
+
+/// Writes up to `total` bytes, `piece` repeated, in 64 KiB writes, until one fails (the peer
+/// closed or reset) or 5 s pass with no progress; returns how many bytes were written.
+pub fn write_until_closed(stream: &mut TcpStream, piece: &[u8], total: usize) -> usize {
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("test set-up: cannot set a write timeout: {e}"));
+    let chunk: Vec<u8> = piece.iter().copied().cycle().take(64 * 1024).collect();
+    let mut written = 0;
+    while written < total {
+        match stream.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
 }
 
 /// How a polled read ended.

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::testing::{ServerProcess, set_stream_timeouts, tcp_connect};
+use common::testing::{ServerProcess, await_close, set_stream_timeouts, tcp_connect, write_until_closed};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solution02-tcp-echo");
 
@@ -45,13 +45,6 @@ fn start_with(args: &[&str]) -> (ServerProcess, Option<usize>) {
     (server, baseline)
 }
 
-fn log(server: &ServerProcess) -> String {
-    format!(
-        "\n--- the server's stderr ---\n{}",
-        server.stderr_lines().join("\n")
-    )
-}
-
 /// One request and its echo in `framing`, on a new connection; the echo must come within
 /// [`SERVED_WITHIN`].
 fn normal_client(server: &ServerProcess, framing: &str, attack: &str) {
@@ -74,7 +67,7 @@ fn normal_client(server: &ServerProcess, framing: &str, attack: &str) {
         panic!(
             "after {attack}, a normal client got no echo within {} ms: {e}{}",
             SERVED_WITHIN.as_millis(),
-            log(server)
+            server.log()
         );
     }
     assert_eq!(echo, request, "after {attack}: the echo");
@@ -86,7 +79,7 @@ fn still_serving(server: &mut ServerProcess, baseline: Option<usize>, framing: &
     assert!(
         server.wait_exit(Duration::ZERO).is_none(),
         "the server exited after {attack}{}",
-        log(server)
+        server.log()
     );
     if let Some(baseline) = baseline {
         let settled = common::descriptors::await_at_most(server.id(), baseline, Duration::from_secs(5));
@@ -97,56 +90,13 @@ fn still_serving(server: &mut ServerProcess, baseline: Option<usize>, framing: &
     }
 }
 
-/// Reads `stream` until the server closes it (EOF or reset), discarding what arrives; panics
-/// if it stays open for 5 s.
-fn await_close(stream: &mut TcpStream, what: &str) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return;
-            }
-            Err(e) => panic!("{what}: the server did not close the connection within 5 s ({e})"),
-        }
-    }
-}
-
-/// Writes up to `total` bytes of `byte` in 64 KiB pieces, until a write fails (the server
-/// closed); returns how many were written.
-fn write_until_closed(stream: &mut TcpStream, byte: u8, total: usize) -> usize {
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .expect("write timeout");
-    let chunk = vec![byte; 64 * 1024];
-    let mut written = 0;
-    while written < total {
-        match stream.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    written
-}
-
 #[test]
 fn a_line_megabytes_past_the_cap_ends_that_connection_only() {
     let (mut server, baseline) = start("line");
     let mut attacker = tcp_connect(server.addr());
     let me = attacker.local_addr().expect("local address").to_string();
     // 3 MiB without a newline: the cap is 65 536 bytes (the default --max-line).
-    write_until_closed(&mut attacker, b'x', 3 << 20);
+    write_until_closed(&mut attacker, b"x", 3 << 20);
     await_close(&mut attacker, "a line of megabytes");
     let line = server.expect_stderr(
         &format!("{me}: connection closed after an error"),
@@ -222,7 +172,7 @@ fn two_hundred_connections_at_once_are_served_in_turn() {
     let clients: Vec<(usize, TcpStream)> = (0..200)
         .map(|i| {
             let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}{}", log(&server)));
+                .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}{}", server.log()));
             // Generous: a handshake that overflowed the backlog completes after a retransmission.
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
@@ -241,7 +191,7 @@ fn two_hundred_connections_at_once_are_served_in_turn() {
         let mut echo = String::new();
         stream
             .read_to_string(&mut echo)
-            .unwrap_or_else(|e| panic!("client {i}: no echo ({e}){}", log(&server)));
+            .unwrap_or_else(|e| panic!("client {i}: no echo ({e}){}", server.log()));
         assert_eq!(echo, format!("client {i}\n"));
     }
     still_serving(&mut server, baseline, "line", "200 connections at once");
@@ -254,7 +204,7 @@ fn a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
     let me = hog.local_addr().expect("local address").to_string();
     // The echo fills the hog's receive buffer, then the server's send buffer; the server's
     // write then times out (300 ms) and it closes the connection.
-    let written = write_until_closed(&mut hog, b'e', 256 << 20);
+    let written = write_until_closed(&mut hog, b"e", 256 << 20);
     assert!(
         written < 256 << 20,
         "the server never stopped reading ({written} bytes written)"
@@ -290,7 +240,7 @@ fn running_out_of_descriptors_is_survived() {
     waiting.read_exact(&mut echo).unwrap_or_else(|e| {
         panic!(
             "the waiting client got no echo once descriptors were free: {e}{}",
-            log(&server)
+            server.log()
         )
     });
     assert_eq!(&echo, b"waiting\n");
@@ -344,7 +294,7 @@ fn a_client_that_trickles_a_line_is_cut_off_by_the_message_timeout() {
         closed,
         "a client trickling one byte per 100 ms held the server for {} ms{}",
         started.elapsed().as_millis(),
-        log(&server)
+        server.log()
     );
     server.expect_stderr(
         &format!("{me}: a message took longer than the message timeout (1000 ms)"),
@@ -390,7 +340,7 @@ fn a_client_that_drains_its_echo_slowly_is_cut_off_by_the_message_timeout() {
             "a client draining its echo at 16 KiB per 100 ms ({drained} bytes so far) held the \
              server for {} ms{}",
             started.elapsed().as_millis(),
-            log(&server)
+            server.log()
         );
         match drainer.read(&mut buf) {
             Ok(0) => break,
@@ -403,7 +353,7 @@ fn a_client_that_drains_its_echo_slowly_is_cut_off_by_the_message_timeout() {
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e) => panic!("the slow drainer's read failed: {e}{}", log(&server)),
+            Err(e) => panic!("the slow drainer's read failed: {e}{}", server.log()),
         }
     }
     server.expect_stderr(

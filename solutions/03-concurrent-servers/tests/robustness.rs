@@ -9,11 +9,11 @@
 //! (Linux) that its open descriptors in /proc/PID/fd are back to what they were before. Not
 //! part of the grading suite: these cases go beyond what a step asks, and some need Linux.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::testing::{ServerProcess, set_stream_timeouts, tcp_connect};
+use common::testing::{ServerProcess, await_close, set_stream_timeouts, tcp_connect, write_until_closed};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solution03-concurrent-servers");
 
@@ -47,13 +47,6 @@ fn descriptor_count(server: &ServerProcess) -> Option<usize> {
     }
 }
 
-fn log(server: &ServerProcess) -> String {
-    format!(
-        "\n--- the server's stderr ---\n{}",
-        server.stderr_lines().join("\n")
-    )
-}
-
 /// Sends `line` on `stream` and reads its echo within `limit`.
 fn echo(server: &ServerProcess, stream: &mut TcpStream, line: &str, limit: Duration, what: &str) {
     stream.set_read_timeout(Some(limit)).expect("read timeout");
@@ -64,7 +57,7 @@ fn echo(server: &ServerProcess, stream: &mut TcpStream, line: &str, limit: Durat
         panic!(
             "{what}: no echo of {line:?} within {} ms: {e}{}",
             limit.as_millis(),
-            log(server)
+            server.log()
         );
     }
     assert_eq!(String::from_utf8_lossy(&reply), request, "{what}");
@@ -85,7 +78,7 @@ fn still_serving(server: &mut ServerProcess, attack: &str) {
     assert!(
         server.wait_exit(Duration::ZERO).is_none(),
         "the server exited after {attack}{}",
-        log(server)
+        server.log()
     );
 }
 
@@ -98,48 +91,6 @@ fn descriptors_back(server: &ServerProcess, baseline: Option<usize>, attack: &st
             "after {attack}, the server still holds descriptors {settled:?}; it held {baseline} before"
         );
     }
-}
-
-/// Reads `stream` until the server closes it (EOF or reset), discarding what arrives.
-fn await_close(stream: &mut TcpStream, what: &str) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return;
-            }
-            Err(e) => panic!("{what}: the server did not close the connection within 5 s ({e})"),
-        }
-    }
-}
-
-/// Writes up to `total` bytes of `piece` repeated, until a write fails (the server closed);
-/// returns how many were written.
-fn write_until_closed(stream: &mut TcpStream, piece: &[u8], total: usize) -> usize {
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .expect("write timeout");
-    let chunk: Vec<u8> = piece.iter().copied().cycle().take(64 * 1024).collect();
-    let mut written = 0;
-    while written < total {
-        match stream.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    written
 }
 
 fn overlong_line(model: &str) {
@@ -206,7 +157,7 @@ fn two_hundred_connections(model: &str) {
     let clients: Vec<TcpStream> = (0..200)
         .map(|i| {
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}{}", log(&server)));
+                .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}{}", server.log()));
             // Generous: a handshake that overflowed the backlog completes after a retransmission.
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
@@ -225,7 +176,7 @@ fn two_hundred_connections(model: &str) {
         let mut echo = vec![0u8; expected.len()];
         client
             .read_exact(&mut echo)
-            .unwrap_or_else(|e| panic!("client {i} of 200: no echo ({e}){}", log(&server)));
+            .unwrap_or_else(|e| panic!("client {i} of 200: no echo ({e}){}", server.log()));
         assert_eq!(String::from_utf8_lossy(&echo), expected);
     }
     // How many were served at once depends on how fast the handshakes got through the backlog;
@@ -244,7 +195,7 @@ fn two_hundred_connections(model: &str) {
     assert!(
         most.is_some_and(|n| n <= 100),
         "--max-clients 100: the server served {most:?} clients at once{}",
-        log(&server)
+        server.log()
     );
     still_serving(&mut server, "200 connections at once (cap 100)");
     descriptors_back(&server, baseline, "200 connections at once");
@@ -385,7 +336,7 @@ fn fork_running_out_of_descriptors_is_survived() {
     waiting.read_exact(&mut echo).unwrap_or_else(|e| {
         panic!(
             "the waiting client got no echo once descriptors were free: {e}{}",
-            log(&server)
+            server.log()
         )
     });
     assert_eq!(&echo, b"waiting\n");

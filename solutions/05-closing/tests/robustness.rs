@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::testing::{ServerProcess, set_stream_timeouts, tcp_connect};
+use common::testing::{ServerProcess, await_close, set_stream_timeouts, tcp_connect};
 use solution05_closing::{Reply, Summary};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solution05-closing");
@@ -51,13 +51,6 @@ fn start() -> (ServerProcess, Option<usize>) {
     (server, baseline)
 }
 
-fn log(server: &ServerProcess) -> String {
-    format!(
-        "\n--- the server's stderr ---\n{}",
-        server.stderr_lines().join("\n")
-    )
-}
-
 /// Reads the reply on `stream` to end of stream (at most 1 KiB) and parses it.
 fn read_reply(stream: &mut TcpStream) -> io::Result<Option<Reply>> {
     let mut reply = Vec::new();
@@ -78,7 +71,7 @@ fn normal_client(server: &ServerProcess, request: &[u8], attack: &str) {
         other => panic!(
             "after {attack}, a normal client got no reply within {} ms: {other:?}{}",
             SERVED_WITHIN.as_millis(),
-            log(server)
+            server.log()
         ),
     }
 }
@@ -89,7 +82,7 @@ fn still_serving(server: &mut ServerProcess, baseline: Option<usize>, attack: &s
     assert!(
         server.wait_exit(Duration::ZERO).is_none(),
         "the server exited after {attack}{}",
-        log(server)
+        server.log()
     );
     if let Some(baseline) = baseline {
         let settled = common::descriptors::await_at_most(server.id(), baseline, Duration::from_secs(5));
@@ -97,30 +90,6 @@ fn still_serving(server: &mut ServerProcess, baseline: Option<usize>, attack: &s
             settled.is_ok(),
             "after {attack}, the server still holds descriptors {settled:?}; it held {baseline} before"
         );
-    }
-}
-
-/// Reads `stream` until the server closes it (EOF or reset), discarding what arrives.
-fn await_close(stream: &mut TcpStream, what: &str) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return;
-            }
-            Err(e) => panic!("{what}: the server did not close the connection within 5 s ({e})"),
-        }
     }
 }
 
@@ -134,7 +103,7 @@ fn a_request_megabytes_past_the_cap_is_refused_and_drained() {
     let mut sent = 0u64;
     while sent < 3 * MAX_BYTES {
         big.write_all(&chunk)
-            .unwrap_or_else(|e| panic!("write after {sent} bytes failed: {e}{}", log(&server)));
+            .unwrap_or_else(|e| panic!("write after {sent} bytes failed: {e}{}", server.log()));
         sent += chunk.len() as u64;
     }
     big.shutdown(Shutdown::Write).expect("half-close");
@@ -143,7 +112,7 @@ fn a_request_megabytes_past_the_cap_is_refused_and_drained() {
         reply.as_ref().ok().copied().flatten(),
         Some(Reply::Refused { max_bytes: MAX_BYTES }),
         "the reply to {sent} bytes: {reply:?}{}",
-        log(&server)
+        server.log()
     );
     still_serving(&mut server, baseline, "a request of 3 MB (cap 1 MB)");
 }
@@ -219,7 +188,7 @@ fn two_hundred_connections_at_once_are_served_in_turn() {
     let clients: Vec<(Vec<u8>, TcpStream)> = (0..200)
         .map(|i| {
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}{}", log(&server)));
+                .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}{}", server.log()));
             // Generous: a handshake that overflowed the backlog completes after a retransmission.
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
@@ -237,7 +206,7 @@ fn two_hundred_connections_at_once_are_served_in_turn() {
             Some(Reply::Received(Summary::of(&request))),
             "{}: {reply:?}{}",
             String::from_utf8_lossy(&request),
-            log(&server)
+            server.log()
         );
     }
     still_serving(&mut server, baseline, "200 connections at once");
@@ -269,7 +238,7 @@ fn running_out_of_descriptors_is_survived() {
         reply.as_ref().ok().copied().flatten(),
         Some(Reply::Received(Summary::of(b"waiting"))),
         "the waiting client's reply once descriptors were free: {reply:?}{}",
-        log(&server)
+        server.log()
     );
     still_serving(&mut server, baseline, "a shortage of descriptors (EMFILE)");
 }
