@@ -37,6 +37,16 @@ pub fn open_descriptors(pid: u32) -> std::io::Result<Vec<u32>> {
     Ok(fds)
 }
 
+/// How many descriptors process `pid` has open, on Linux (from `/proc/PID/fd`); `None` on other
+/// systems or when the process is gone. The robustness tests take it as a server's baseline.
+pub fn count(pid: u32) -> Option<usize> {
+    if cfg!(target_os = "linux") {
+        open_descriptors(pid).ok().map(|fds| fds.len())
+    } else {
+        None
+    }
+}
+
 /// The lowest descriptor number process `pid` does not hold: the one its next `socket`, `open`
 /// or `accept` gets. With its soft limit lowered to this number, the next one fails (`EMFILE`).
 ///

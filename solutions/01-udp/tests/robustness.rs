@@ -20,19 +20,8 @@ const MAX_DATAGRAM: usize = 65_507;
 
 fn start() -> (ServerProcess, Option<usize>) {
     let server = ServerProcess::start(BIN, &["server", "--port", "0"]);
-    let baseline = descriptors(&server);
+    let baseline = common::descriptors::count(server.id());
     (server, baseline)
-}
-
-/// The server's open descriptors (Linux), `None` elsewhere.
-fn descriptors(server: &ServerProcess) -> Option<usize> {
-    if cfg!(target_os = "linux") {
-        common::descriptors::open_descriptors(server.id())
-            .ok()
-            .map(|fds| fds.len())
-    } else {
-        None
-    }
 }
 
 /// Receives one datagram from `from` within `limit` (others are ignored), or `None`.

@@ -35,13 +35,7 @@ fn start_with(args: &[&str]) -> (ServerProcess, Option<usize>) {
         .chain(args.iter().copied())
         .collect();
     let server = ServerProcess::start(BIN, &args);
-    let baseline = if cfg!(target_os = "linux") {
-        common::descriptors::open_descriptors(server.id())
-            .ok()
-            .map(|fds| fds.len())
-    } else {
-        None
-    };
+    let baseline = common::descriptors::count(server.id());
     (server, baseline)
 }
 

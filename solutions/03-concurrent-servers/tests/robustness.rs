@@ -33,18 +33,8 @@ fn args<'a>(model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 /// A `--model model` server with a 300 ms idle timeout, and its descriptor count (Linux).
 fn start(model: &str, extra: &[&str]) -> (ServerProcess, Option<usize>) {
     let server = ServerProcess::start(BIN, &args(model, extra));
-    let baseline = descriptor_count(&server);
+    let baseline = common::descriptors::count(server.id());
     (server, baseline)
-}
-
-fn descriptor_count(server: &ServerProcess) -> Option<usize> {
-    if cfg!(target_os = "linux") {
-        common::descriptors::open_descriptors(server.id())
-            .ok()
-            .map(|fds| fds.len())
-    } else {
-        None
-    }
 }
 
 /// Sends `line` on `stream` and reads its echo within `limit`.
@@ -260,7 +250,7 @@ fn thread_a_client_that_never_reads_is_dropped() {
 #[test]
 fn thread_running_out_of_descriptors_is_survived() {
     let mut server = common::descriptors::start_with_limit(24, BIN, &args("thread", &[]));
-    let baseline = descriptor_count(&server);
+    let baseline = common::descriptors::count(server.id());
     let started = Instant::now();
     let mut held: Vec<TcpStream> = (0..30).map(|_| tcp_connect(server.addr())).collect();
     common::descriptors::await_backoff(&mut server, 2, started, Duration::from_secs(5))

@@ -41,13 +41,7 @@ fn start() -> (ServerProcess, Option<usize>) {
             &MAX_BYTES.to_string(),
         ],
     );
-    let baseline = if cfg!(target_os = "linux") {
-        common::descriptors::open_descriptors(server.id())
-            .ok()
-            .map(|fds| fds.len())
-    } else {
-        None
-    };
+    let baseline = common::descriptors::count(server.id());
     (server, baseline)
 }
 
