@@ -24,6 +24,7 @@ pub mod ready;
 pub mod relay;
 pub mod tcp_relay;
 pub mod testing;
+pub mod transcript;
 
 /// Marks a place where the student's code goes, and uses its arguments.
 ///

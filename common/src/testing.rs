@@ -7,6 +7,8 @@
 //!   (for example a skeleton's `todo!()`) fails the test at once with the panic message, or as a
 //!   child process ([`ServerProcess`]) whose ready line is awaited with a deadline and which is
 //!   killed and reaped when the guard is dropped;
+//! - failures explain themselves: a [`Transcript`] records what the test did and prints it,
+//!   with expected, got, why and the book section; payloads show as escaped text ([`sized`]);
 //! - notices (a test skipped for lack of IPv6 or python3) reach the terminal even though the
 //!   test harness captures output ([`notice`]).
 
@@ -18,6 +20,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+pub use crate::transcript::{Payload, Transcript, count, escaped, sized};
 
 /// Read and write timeout on every socket a test creates: 5000 ms. Generous, because CI
 /// machines are small and busy; a correct implementation answers in microseconds on loopback.

@@ -140,6 +140,20 @@ pub enum DevCmd {
     },
     /// Check that the book, the manifests, the suites and the solutions agree (runs no test).
     Check,
+    /// Run the bug zoo: each mutant of tests/NN-slug/mutants/ (a student mistake as a patch
+    /// against the solution) in place of the skeleton; fail on any the suite does not catch with
+    /// its expected message, or catches too slowly.
+    Mutants {
+        /// Only this lab (default: all).
+        #[arg(long, value_name = "N")]
+        lab: Option<u32>,
+        /// Mutants run at once, each in its own scratch copy under target/mutants/.
+        #[arg(long, default_value_t = 2, value_name = "J")]
+        jobs: usize,
+        /// Only the mutants whose name contains this.
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+    },
     /// Run the reference suites many times, several at once, optionally under a CPU hog, and
     /// list every test that failed even once, with its first message.
     Soak {

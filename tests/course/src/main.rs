@@ -94,6 +94,9 @@ fn run(command: Cmd) -> Result<bool> {
         Cmd::Dev(DevCmd::Sync { check, lab }) => dev::sync::command(&root, &manifest, lab, check),
         Cmd::Dev(DevCmd::Verify { lab }) => dev::verify::command(&root, manifest.select(lab)?),
         Cmd::Dev(DevCmd::Check) => dev::check::command(&root),
+        Cmd::Dev(DevCmd::Mutants { lab, jobs, only }) => {
+            dev::mutants::command(&root, manifest.select(lab)?, &dev::mutants::Plan { jobs, only })
+        }
         Cmd::Dev(DevCmd::Soak { lab, runs, jobs, hog }) => {
             dev::soak::command(&root, manifest.select(lab)?, dev::soak::Plan { runs, jobs, hog })
         }

@@ -65,8 +65,21 @@ pub struct Built {
 /// the compilation of all of them at once, and a package that does not compile does not stop
 /// the others). Returns each package's built suite, or the compiler's first error lines.
 pub fn build(root: &Path, packages: &[String]) -> Result<BTreeMap<String, Result<Built, String>>> {
+    build_in(root, packages, None)
+}
+
+/// [`build`] with cargo's build output in `target` instead of the workspace's own (or
+/// `CARGO_TARGET_DIR`'s): `cargo lab dev mutants` gives each scratch copy its own.
+pub fn build_in(
+    root: &Path,
+    packages: &[String],
+    target: Option<&Path>,
+) -> Result<BTreeMap<String, Result<Built, String>>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
+    if let Some(dir) = target {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
     cmd.current_dir(root)
         .args(["test", "--no-run", "--no-fail-fast", "--quiet"])
         .args(["--message-format", "json"]);

@@ -19,6 +19,8 @@
 //!   file that exists and an anchor that file has, never a line range ([`include_rules`]);
 //! - the solution markers are valid ([`marker_rules`]) and `labs/`, the hint files and the
 //!   Classroom files are exactly what `cargo lab dev sync` generates ([`generated_rules`]);
+//! - every mutant of a lab's bug zoo parses, applies to the current solution, and names suite
+//!   tests that exist ([`mutant_rules`]);
 //! - a student handout holds no solution code ([`handout_rules`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use super::mutants;
 use super::sync::{self, BOOK_SRC, Generated};
 use crate::instructor::{classroom, handout};
 use crate::manifest::{Lab, Manifest};
@@ -151,6 +154,54 @@ fn lab_rules(root: &Path, lab: &Lab, book: &Book) -> Vec<Problem> {
         problems.extend(stale_test_name_rules(&tests, chapter, &chapter_rel));
     }
     problems.extend(marker_rules(root, lab));
+    problems.extend(mutant_rules(root, lab, &tests));
+    problems
+}
+
+/// Every mutant of `tests/NN-slug/mutants/` parses, still applies to the solution's `lib.rs`
+/// (a solution that changed under it would make `dev mutants` report it NOBUILD), and names in
+/// `Caught-by` only tests the suite has.
+fn mutant_rules(root: &Path, lab: &Lab, tests: &[TestFn]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let zoo = mutants::zoo_dir(lab);
+    let Ok(entries) = std::fs::read_dir(root.join(&zoo)) else {
+        return problems;
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+    {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel = zoo
+            .join(format!("{name}.patch"))
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mutant = match mutants::parse(&name, Path::new(&rel), &text) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(Problem::at(&rel, None, format!("{e:#}")));
+                continue;
+            }
+        };
+        if let Err(e) = mutants::apply(root, lab, &mutant) {
+            problems.push(Problem::at(&rel, None, format!("{e:#}")));
+        }
+        for t in &mutant.caught_by {
+            if !tests.iter().any(|f| &f.name == t) {
+                problems.push(Problem::at(
+                    &rel,
+                    None,
+                    format!("`Caught-by: {t}` names no test of the suite"),
+                ));
+            }
+        }
+    }
     problems
 }
 

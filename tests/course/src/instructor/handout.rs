@@ -28,13 +28,15 @@ fn excluded(path: &str) -> bool {
         || path.starts_with("lab-backups/")
         // The tool's own tests and their fixture course (which has a solutions/ of its own).
         || path.starts_with("tests/course/tests/")
+        // The bug zoos: each mutant is a patch against a solution.
+        || (path.starts_with("tests/") && path.contains("/mutants/"))
         || path == "book/src/instructor-guide.md"
         || path == ".github/workflows/ci.yml"
 }
 
 /// The repository's files: tracked and untracked-but-not-ignored ones when git is there,
 /// otherwise every file outside `.git` and build output.
-fn repository_files(root: &Path) -> Result<Vec<String>> {
+pub fn repository_files(root: &Path) -> Result<Vec<String>> {
     let git = Command::new("git")
         .current_dir(root)
         .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])

@@ -48,9 +48,14 @@ pub fn command(root: &Path, lab: &Lab, step: Option<usize>, all: bool, solution:
         for (name, ok) in run.results.iter().filter(|(n, _)| Lab::step_of(n) == Some(k + 1)) {
             println!("  {} {name}", if *ok { "pass" } else { "FAIL" });
             if let Some(why) = run.failures.get(name) {
-                for line in why.lines().take(12) {
+                // A transcript (what the test did, expected, got, why, the section) is whole
+                // at 30 lines; longer texts are captured output that the full run shows.
+                for line in why.lines().take(30) {
                     println!("         {line}");
                 }
+            }
+            if let Some(at) = run.locations.get(name) {
+                println!("         (panicked at {at})");
             }
         }
         // Later steps usually build on this one: their failures would only repeat it.
