@@ -742,3 +742,105 @@ mod tests {
         assert_eq!(lines.len(), 2000, "last line: {:?}", lines.last());
     }
 }
+
+/// How often [`with_interrupts`] signals the thread running the call under test: 20 ms.
+#[cfg(unix)]
+pub const INTERRUPT_EVERY: Duration = Duration::from_millis(20);
+
+/// Runs `f` on a thread of its own and, until it returns, sends that thread `SIGUSR1` every
+/// [`INTERRUPT_EVERY`]; returns what `f` returned and how many signals were sent.
+///
+/// The handler installed for `SIGUSR1` (once per process, through `signal-hook`) does nothing,
+/// so each signal only interrupts the system call the thread is blocked in. Linux never restarts
+/// a socket call that has a timeout set (`SO_RCVTIMEO`/`SO_SNDTIMEO`, see signal(7)), so such a
+/// call fails with `io::ErrorKind::Interrupted` (EINTR): the code under test must retry it, as
+/// it would after any signal. A test arranges for its data to arrive only after a few signals
+/// (say, 200 ms later), then checks the call still succeeded. Unix only (`pthread_kill(3)`).
+///
+/// # Panics
+/// When the handler cannot be installed; `f`'s own panic is passed on.
+#[cfg(unix)]
+pub fn with_interrupts<T: Send>(f: impl FnOnce() -> T + Send) -> (T, usize) {
+    use nix::sys::pthread::{pthread_kill, pthread_self};
+    use nix::sys::signal::Signal;
+    use std::sync::OnceLock;
+
+    static HANDLER: OnceLock<()> = OnceLock::new();
+    HANDLER.get_or_init(|| {
+        // The flag is never read: the handler exists so that SIGUSR1 interrupts instead of
+        // killing the process.
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, flag)
+            .expect("install a SIGUSR1 handler for the EINTR tests");
+    });
+    // `done` is set under the lock by the worker before it ends; the signaller signals only while
+    // holding the lock and seeing `done` unset, so it never signals a thread that has exited.
+    let done = Mutex::new(false);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let _ = tid_tx.send(pthread_self());
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            result
+        });
+        let mut sent = 0;
+        if let Ok(tid) = tid_rx.recv() {
+            loop {
+                {
+                    let finished = done.lock().unwrap_or_else(|p| p.into_inner());
+                    if *finished {
+                        break;
+                    }
+                    if pthread_kill(tid, Signal::SIGUSR1).is_ok() {
+                        sent += 1;
+                    }
+                }
+                thread::sleep(INTERRUPT_EVERY);
+            }
+        }
+        match worker.join() {
+            Ok(Ok(value)) => (value, sent),
+            Ok(Err(panic)) | Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+#[cfg(all(test, unix))]
+mod interrupt_tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_socket_read_with_a_timeout_fails_with_interrupted() {
+        let socket = udp_socket();
+        let (result, sent) = with_interrupts(|| {
+            let mut buf = [0u8; 16];
+            socket.recv_from(&mut buf).map(|_| ())
+        });
+        let e = result.expect_err("nothing was sent, so the read cannot succeed");
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted, "{e}");
+        assert!(sent >= 1);
+    }
+
+    #[test]
+    fn a_call_that_retries_survives_the_signals() {
+        let socket = udp_socket();
+        let to = socket.local_addr().expect("bound");
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            udp_socket().send_to(b"late", to).expect("send");
+        });
+        let (got, sent) = with_interrupts(|| {
+            let mut buf = [0u8; 16];
+            loop {
+                match socket.recv_from(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other.map(|(n, _)| buf[..n].to_vec()),
+                }
+            }
+        });
+        sender.join().expect("sender");
+        assert_eq!(got.expect("the retried read gets the datagram"), b"late");
+        assert!(sent >= 2, "only {sent} signals were sent in 150 ms");
+    }
+}
