@@ -17,8 +17,8 @@
 //! `Caught-by` names the suite test that must fail (it may list several, comma-separated: each
 //! must fail) and `Expect` a fragment of the first one's failure message. For each mutant the
 //! command writes the mutated solution in place of the skeleton's `lib.rs` in a scratch copy of
-//! the course (one per parallel job, under `target/mutants/`, each with its own target folder
-//! so jobs never wait on each other's build lock), builds the lab's suite, runs it with a time
+//! the course (one per parallel job and selection of labs, under `target/mutants/`, each with
+//! its own target folder so jobs never wait on each other's build lock), builds the lab's suite, runs it with a time
 //! limit, and reports:
 //! - `CAUGHT`: the named tests failed and the message holds the fragment;
 //! - `ESCAPED`: every test passed — the suite misses this mistake;
@@ -229,8 +229,14 @@ pub fn command(root: &Path, labs: &[Lab], plan: &Plan) -> Result<bool> {
     }
     let jobs = plan.jobs.min(queue.len());
     let started = Instant::now();
+    // One scratch copy per job and per selection of labs: two runs on different labs (two
+    // authors at work) never write into each other's copy.
+    let selection = match labs {
+        [lab] => format!("lab{:02}", lab.number),
+        _ => "all".to_owned(),
+    };
     let scratches: Vec<PathBuf> = (1..=jobs)
-        .map(|j| root.join("target").join("mutants").join(format!("job-{j}")))
+        .map(|j| root.join("target").join("mutants").join(format!("{selection}-job-{j}")))
         .collect();
     runner::with_spinner(format!("preparing {jobs} scratch copies"), || {
         scratches.iter().try_for_each(|s| prepare(root, s))
