@@ -59,10 +59,21 @@ pub enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Put a lab back to its generated skeleton; your files are saved in lab-backups/ first.
+    /// Put a lab back to its generated skeleton, after asking; your files are saved first.
+    ///
+    /// The saved copy is lab-backups/NN-slug-DATE_TIME/; `cargo lab restore` puts it back.
     Reset {
         /// The lab number.
         lab: u32,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Put a lab's files back from a backup that `cargo lab reset` made (what the lab holds
+    /// now is saved first).
+    Restore {
+        /// The backup folder, e.g. lab-backups/01-udp-2026-12-02_14-03-55.
+        backup: PathBuf,
     },
     /// Run the reference server and clients of a lab on loopback and show the exchange.
     Demo {

@@ -80,7 +80,8 @@ fn run(command: Cmd) -> Result<bool> {
         } => student::test::command(&root, manifest.lab(lab)?, step, all, solution),
         Cmd::Hint { lab, step, all } => student::hint::command(&root, manifest.lab(lab)?, step, all),
         Cmd::Demo { lab } => student::demo::command(&root, manifest.lab(lab)?),
-        Cmd::Reset { lab } => student::reset::command(&root, manifest.lab(lab)?),
+        Cmd::Reset { lab, yes } => student::reset::command(&root, manifest.lab(lab)?, yes),
+        Cmd::Restore { backup } => student::reset::restore_command(&root, &manifest, &backup),
         Cmd::Grade { json, junit } => {
             instructor::grade::command(&root, &manifest, json.as_deref(), junit.as_deref())
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, ensure};
 
 use super::next_step;
+use super::progress::Progress;
 use crate::manifest::Lab;
 use crate::runner;
 
@@ -36,14 +37,10 @@ pub fn command(root: &Path, lab: &Lab, step: Option<usize>, all: bool) -> Result
         .get(k.wrapping_sub(1))
         .with_context(|| format!("{} has steps 1 to {}", lab.name(), lab.steps.len()))?;
     ensure!(!s.hints.is_empty(), "{} step {k} has no hints", lab.name());
-    // Hints are shown one at a time; how many were shown is kept under target/.
-    let state = root
-        .join("target/course-hints")
-        .join(format!("{:02}-{k}", lab.number));
-    let shown: usize = std::fs::read_to_string(&state)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
+    // Hints are shown one at a time; how many were seen is kept in .course/progress.toml,
+    // which `cargo lab watch` shares.
+    let mut progress = Progress::load(root);
+    let shown = progress.hints_seen(lab.number, k);
     let upto = if all {
         s.hints.len()
     } else {
@@ -57,9 +54,7 @@ pub fn command(root: &Path, lab: &Lab, step: Option<usize>, all: bool) -> Result
         println!("  (run the same command again for the next hint)");
     }
     println!("  Read: book/src/{}#{}", lab.chapter, s.section);
-    if let Some(dir) = state.parent() {
-        std::fs::create_dir_all(dir).ok();
-    }
-    std::fs::write(&state, upto.to_string()).ok();
+    progress.saw_hints(lab.number, k, upto);
+    progress.save(root)?;
     Ok(true)
 }

@@ -1,8 +1,9 @@
-//! The students' commands: `status`, `watch`, `test`, `hint`, `demo`, `reset`, and the progress
-//! helpers they share.
+//! The students' commands: `status`, `watch`, `test`, `hint`, `demo`, `reset` (and `restore`),
+//! the hint progress they share ([`progress`]) and the progress helpers.
 
 pub mod demo;
 pub mod hint;
+pub mod progress;
 pub mod reset;
 pub mod status;
 pub mod test;

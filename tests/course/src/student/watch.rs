@@ -26,6 +26,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::next_step;
+use super::progress::Progress;
 use crate::manifest::{Lab, Manifest};
 use crate::runner::{self, SuiteRun};
 
@@ -120,8 +121,11 @@ pub struct Watch<'a> {
     shown: Shown,
     /// What happened since the student last saved: `Step 1 passes`, `Lab 01 is complete`.
     notes: Vec<String>,
-    /// How many times `h` was pressed on this step.
+    /// How many hints of this step are shown: those seen before (in `progress`), then one more
+    /// each time `h` is pressed.
     hints_asked: usize,
+    /// The hints seen per step, shared with `cargo lab hint` through `.course/progress.toml`.
+    progress: Progress,
     list: bool,
     running: Option<Job>,
     wanted: Option<Job>,
@@ -151,6 +155,7 @@ impl<'a> Watch<'a> {
             shown: Shown::Nothing,
             notes: Vec::new(),
             hints_asked: 0,
+            progress: Progress::default(),
             list: false,
             running: None,
             wanted: Some(Job::Scan(scan)),
@@ -158,6 +163,17 @@ impl<'a> Watch<'a> {
             took: None,
             quit: false,
         }
+    }
+
+    /// The session, knowing the hints seen so far (from `cargo lab hint` or an earlier watch).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The hints seen so far, for the caller to save.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// The job to start now, if one is wanted and none is running; it is then running.
@@ -183,7 +199,14 @@ impl<'a> Watch<'a> {
     /// A key was pressed.
     pub fn key(&mut self, key: Key) {
         match key {
-            Key::Hint => self.hints_asked += 1,
+            Key::Hint => {
+                self.hints_asked += 1;
+                if let Some(k) = self.step {
+                    let hints = self.labs[self.lab].steps[k - 1].hints.len();
+                    self.progress
+                        .saw_hints(self.labs[self.lab].number, k, self.hints_asked.min(hints));
+                }
+            }
             Key::Run => self.saved(),
             Key::List => self.list = !self.list,
             Key::Quit => self.quit = true,
@@ -289,7 +312,7 @@ impl<'a> Watch<'a> {
     fn enter_step(&mut self, k: usize) {
         if self.step != Some(k) {
             self.step = Some(k);
-            self.hints_asked = 0;
+            self.hints_asked = self.progress.hints_seen(self.labs[self.lab].number, k);
         }
     }
 
@@ -615,7 +638,7 @@ pub fn command(root: &Path, manifest: &Manifest, lab: Option<u32>, manual_run: b
         }
         None => None,
     };
-    let mut watch = Watch::new(&manifest.labs, start);
+    let mut watch = Watch::new(&manifest.labs, start).with_progress(Progress::load(root));
     let guard = RawMode::enter()?;
     let result = run_loop(root, &mut watch, manual_run);
     drop(guard);
@@ -675,7 +698,13 @@ fn run_loop(root: &Path, watch: &mut Watch<'_>, manual_run: bool) -> Result<()> 
         // A change only (re)starts the quiet period; everything else may change the screen.
         dirty = !matches!(msg, Ok(Msg::Changed));
         match msg {
-            Ok(Msg::Key(key)) => watch.key(key),
+            Ok(Msg::Key(key)) => {
+                watch.key(key);
+                if key == Key::Hint {
+                    // Losing the count is harmless; the session goes on.
+                    let _ = watch.progress().save(root);
+                }
+            }
             Ok(Msg::Redraw) => {}
             Ok(Msg::Changed) => quiet_until = Some(Instant::now() + DEBOUNCE),
             Ok(Msg::WatchError(e)) => watch_error = Some(format!("file events failed ({e})")),
@@ -1006,6 +1035,28 @@ mod tests {
         assert!(!screen(&w).contains("Hint"), "step 2 starts without hints");
         w.key(Key::Hint);
         assert!(screen(&w).contains("This step has no hints."));
+    }
+
+    #[test]
+    fn hints_seen_before_are_shown_again_and_counted_for_cargo_lab_hint() {
+        let labs = labs();
+        let mut seen = Progress::default();
+        seen.saw_hints(labs[0].number, 1, 1);
+        let mut w = Watch::new(&labs, Some(0)).with_progress(seen);
+        w.start();
+        finish(&mut w, vec![run(&[("step1_a", false), ("step2_a", false)])]);
+        let s = screen(&w);
+        assert!(
+            s.contains("Hint 1 of 2: Multiply.") && !s.contains("Hint 2"),
+            "{s}"
+        );
+        w.key(Key::Hint);
+        w.key(Key::Hint);
+        assert_eq!(
+            w.progress().hints_seen(labs[0].number, 1),
+            2,
+            "capped at the step's hints"
+        );
     }
 
     #[test]
