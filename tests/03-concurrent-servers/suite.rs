@@ -190,6 +190,7 @@ fn config(max_clients: usize, max_connections: u64) -> lab::ServerConfig {
     lab::ServerConfig {
         max_clients,
         idle_timeout: Some(IO_TIMEOUT),
+        message_timeout: None,
         max_connections: Some(max_connections),
     }
 }
@@ -1402,4 +1403,307 @@ mod unix {
     fn step5_sigint_stops_the_fork_server_and_its_children() {
         signal_stops_server_and_children(Signal::SIGINT);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 6: a deadline for each line
+
+/// The section that explains why a per-read timeout does not bound a slow client.
+const SLOW_SECTION: &str = "see Lab 03 § Slow clients and the cap";
+
+/// The idle timeout of the step 6 tests: each single read or write may wait this long.
+const IDLE_6: Duration = Duration::from_millis(1000);
+/// The message timeout of the step 6 tests: each whole line and its echo may take this long.
+const MESSAGE_6: Duration = Duration::from_millis(600);
+/// How long after the message timeout the server may take to close (a busy machine).
+const CUT_SLACK: Duration = Duration::from_millis(1400);
+
+/// A configuration for one connection with the step 6 timeouts.
+fn slow_config() -> lab::ServerConfig {
+    lab::ServerConfig {
+        max_clients: 1,
+        idle_timeout: Some(IDLE_6),
+        message_timeout: Some(MESSAGE_6),
+        max_connections: Some(1),
+    }
+}
+
+/// The binary's server in `model` with the step 6 timeouts and `extra` arguments.
+fn slow_server(model: &str, extra: &[&str]) -> ServerProcess {
+    let (idle, message) = (IDLE_6.as_millis().to_string(), MESSAGE_6.as_millis().to_string());
+    let mut args = vec![
+        "--idle-timeout",
+        idle.as_str(),
+        "--message-timeout",
+        message.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    server(model, &args)
+}
+
+/// The lines a [`memory_log`] keeps.
+type LogLines = Arc<Mutex<Vec<String>>>;
+
+/// A thread that accepts one connection on `listener` and serves it with `lab::serve_one`
+/// (the step 6 timeouts, the log in memory); its result is what `serve_one` returned.
+fn serve_one_thread(listener: TcpListener) -> (ServerThread<Result<bool, String>>, LogLines) {
+    let (log, lines) = memory_log();
+    let thread = ServerThread::spawn("the server thread (serve_one)", move || {
+        let (stream, peer) = listener.accept().map_err(|e| format!("accept failed: {e}"))?;
+        Ok(lab::serve_one(stream, peer, &slow_config(), &log))
+    });
+    (thread, lines)
+}
+
+/// Sends `a`, then one more `a` every 100 ms, never a newline, until the peer closes the
+/// connection or `limit` passes. The pacing is a 100 ms read timeout, which also notices the
+/// close (end of stream, a reset, or a failed write). Returns when the close was seen (`None`:
+/// never) and how many bytes were sent.
+fn trickle(stream: &mut TcpStream, limit: Duration) -> (Option<Duration>, usize) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let mut sent = 0;
+    let mut buf = [0u8; 64];
+    while started.elapsed() < limit {
+        if stream.write_all(b"a").is_err() {
+            return (Some(started.elapsed()), sent);
+        }
+        sent += 1;
+        match stream.read(&mut buf) {
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            // End of stream, a reset, or (unexpectedly) bytes: the server is done with the line.
+            _ => return (Some(started.elapsed()), sent),
+        }
+    }
+    (None, sent)
+}
+
+/// What the server kept a slow client for, in the suite's words.
+fn kept_too_long(what: &str, held: Duration) -> String {
+    format!(
+        "the server kept a {what} for {} ms although the message timeout was {} ms: the idle timeout \
+         ({} ms) bounds one read or write, not a whole line; give each line a deadline and bound every \
+         read and write by the time left ({SLOW_SECTION})",
+        held.as_millis(),
+        MESSAGE_6.as_millis(),
+        IDLE_6.as_millis()
+    )
+}
+
+#[test]
+fn step6_a_trickled_line_is_cut_off_by_the_message_timeout() {
+    let listener = tcp_listener();
+    let addr = addr_of(&listener);
+    let (mut thread, lines) = serve_one_thread(listener);
+    let mut client = tcp_connect(addr);
+    let me = client.local_addr().expect("local address").to_string();
+    let limit = MESSAGE_6 + CUT_SLACK;
+    let (closed, sent) = trickle(&mut client, limit);
+    thread.check();
+    let steps = format!(
+        "serve_one with idle_timeout {} ms and message_timeout {} ms:\n\
+         1. a client connected and sent \"a\", then one more \"a\" every 100 ms, never a newline \
+         ({sent} bytes sent)",
+        IDLE_6.as_millis(),
+        MESSAGE_6.as_millis()
+    );
+    let Some(closed) = closed else {
+        panic!(
+            "{steps}\nexpected: the connection closed about {} ms after it started\ngot: still open \
+             after {} ms; {}",
+            MESSAGE_6.as_millis(),
+            limit.as_millis(),
+            kept_too_long("trickling client", limit)
+        );
+    };
+    assert!(
+        closed >= MESSAGE_6.saturating_sub(Duration::from_millis(150)),
+        "{steps}\nexpected: the connection closed once the line had taken {} ms\ngot: closed after {} \
+         ms, before the message timeout ({SLOW_SECTION})",
+        MESSAGE_6.as_millis(),
+        closed.as_millis()
+    );
+    let result = thread.join_within(IO_TIMEOUT);
+    let log = logged(&lines);
+    let needle = format!(
+        "{me}: a message took longer than the message timeout ({} ms)",
+        MESSAGE_6.as_millis()
+    );
+    assert!(
+        result == Ok(false) && log.iter().any(|l| l.contains(&needle)),
+        "{steps}\n2. the connection closed after {} ms\nexpected: serve_one returns false and logs \
+         {needle:?} (handle_connection fails with message_timed_out({} ms), kind TimedOut, which \
+         Event::Failed tells apart from an idle timeout)\ngot: serve_one returned {result:?}, the log \
+         was {log:?} ({SLOW_SECTION})",
+        closed.as_millis(),
+        MESSAGE_6.as_millis()
+    );
+}
+
+#[test]
+fn step6_a_client_that_drains_its_echo_slowly_is_cut_off_by_the_message_timeout() {
+    // Lines of 60 000 bytes, sent without pause by a writer thread, and their echoes read 8 KiB
+    // per 100 ms: once the socket buffers are full, each echo takes the server over 700 ms to
+    // write, although each write makes some progress well within the idle timeout.
+    const LINE: usize = 60_000;
+    const PIECE: usize = 8 * 1024;
+    let listener = tcp_listener();
+    let addr = addr_of(&listener);
+    let (mut thread, lines) = serve_one_thread(listener);
+    let mut client = tcp_connect(addr);
+    let me = client.local_addr().expect("local address").to_string();
+    let mut writer_end = client.try_clone().expect("clone the client's socket");
+    let writer = std::thread::spawn(move || {
+        let mut line = vec![b'd'; LINE];
+        line.push(b'\n');
+        let mut written = 0usize;
+        // Ends when the connection fails: closed by the server, or shut down by the test.
+        while writer_end.write_all(&line).is_ok() {
+            written += line.len();
+        }
+        written
+    });
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let limit = Duration::from_millis(3000);
+    let mut buf = vec![0u8; PIECE];
+    let mut drained = 0usize;
+    let mut closed = None;
+    while started.elapsed() < limit && logged(&lines).is_empty() {
+        let turn = Instant::now();
+        match client.read(&mut buf) {
+            Ok(0) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+            Ok(n) => drained += n,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(turn.elapsed()));
+    }
+    let held = started.elapsed();
+    // Stop the writer (a blocked write fails at once) before judging.
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let written = writer.join().unwrap_or(0);
+    thread.check();
+    let steps = format!(
+        "serve_one with idle_timeout {} ms and message_timeout {} ms:\n\
+         1. a client sent {LINE}-byte lines without pause ({written} bytes written) and read the echoes \
+         {PIECE} bytes per 100 ms ({drained} bytes read in {} ms)",
+        IDLE_6.as_millis(),
+        MESSAGE_6.as_millis(),
+        held.as_millis()
+    );
+    let log = logged(&lines);
+    if log.is_empty() && closed.is_none() {
+        panic!(
+            "{steps}\nexpected: the connection cut off once one line and its echo had taken {} ms\ngot: \
+             still served after {} ms; {}",
+            MESSAGE_6.as_millis(),
+            limit.as_millis(),
+            kept_too_long("slowly draining client", held)
+        );
+    }
+    let result = thread.join_within(IO_TIMEOUT);
+    let log = logged(&lines);
+    let needle = format!(
+        "{me}: a message took longer than the message timeout ({} ms)",
+        MESSAGE_6.as_millis()
+    );
+    assert!(
+        result == Ok(false) && log.iter().any(|l| l.contains(&needle)),
+        "{steps}\nexpected: serve_one returns false and logs {needle:?}: the line's deadline bounds the \
+         write of its echo too, so a slow reader is cut off at the message timeout\ngot: serve_one \
+         returned {result:?}, the log was {log:?}. A write that waits for the idle timeout only \
+         ends the connection if the client stops reading altogether ({SLOW_SECTION})"
+    );
+}
+
+/// A `model` server (with `extra` arguments) serving a client that trickles a line: a second
+/// client must be served once the trickler's line has run out of time.
+fn next_client_is_served_while_one_trickles(model: &str, extra: &[&str]) {
+    let server = slow_server(model, extra);
+    let mut trickler = connect(&server);
+    let me = trickler.local_addr().expect("local address").to_string();
+    server.expect_stderr(&format!("{me}: connected"), SETTLE);
+    let trickling = ServerThread::spawn("the trickling client", move || {
+        trickle(&mut trickler, Duration::from_secs(4))
+    });
+    let started = Instant::now();
+    let mut next = connect(&server);
+    let wait = MESSAGE_6 + CUT_SLACK + Duration::from_millis(1000);
+    next.set_read_timeout(Some(wait)).expect("read timeout");
+    next.write_all(b"my turn\n").expect("send");
+    let mut reply = [0u8; 8];
+    let got = next.read_exact(&mut reply);
+    let options = format!(
+        "server --model {model} --idle-timeout {} --message-timeout {}{}{}",
+        IDLE_6.as_millis(),
+        MESSAGE_6.as_millis(),
+        if extra.is_empty() { "" } else { " " },
+        extra.join(" ")
+    );
+    let steps = format!(
+        "{options}:\n\
+         1. a first client connected and trickled a line: \"a\" every 100 ms, never a newline\n\
+         2. a second client connected (it waits in the backlog) and sent \"my turn\\n\""
+    );
+    if got.is_err() || &reply != b"my turn\n" {
+        panic!(
+            "{steps}\nexpected: the echo \"my turn\\n\" once the first client's line has run out of \
+             time\ngot: {}; {}{}",
+            match &got {
+                Err(e) if is_timeout(e) => format!("no echo within {} ms", wait.as_millis()),
+                Err(e) => format!("no echo: {e}"),
+                Ok(()) => format!("{:?}", text(&reply)),
+            },
+            kept_too_long("trickling client", started.elapsed()),
+            server_log(&server)
+        );
+    }
+    let (closed, _) = trickling.join_within(Duration::from_secs(6));
+    assert!(
+        closed.is_some(),
+        "{steps}\n3. the second client was served\nexpected: the trickler's connection closed\ngot: it \
+         stayed open ({SLOW_SECTION}){}",
+        server_log(&server)
+    );
+    let needle = format!(
+        "{me}: a message took longer than the message timeout ({} ms)",
+        MESSAGE_6.as_millis()
+    );
+    if !server.stderr_lines().iter().any(|l| l.contains(&needle)) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = server.stderr_lines();
+    assert!(
+        lines.iter().any(|l| l.contains(&needle)),
+        "{steps}\nexpected: the trickler's end logged as {needle:?} (Event::Failed with the error of \
+         message_timed_out), not as an idle timeout ({SLOW_SECTION}){}",
+        server_log(&server)
+    );
+}
+
+#[test]
+fn step6_iterative_serves_the_next_client_while_one_trickles() {
+    next_client_is_served_while_one_trickles("iterative", &[]);
+}
+
+#[test]
+fn step6_thread_a_trickling_client_frees_its_place_at_the_message_timeout() {
+    next_client_is_served_while_one_trickles("thread", &["--max-clients", "1"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn step6_fork_a_trickling_client_frees_its_place_at_the_message_timeout() {
+    next_client_is_served_while_one_trickles("fork", &["--max-clients", "1"]);
 }

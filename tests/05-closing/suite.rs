@@ -127,6 +127,7 @@ fn experiment(name: &'static str) -> lab::experiments::Report {
 fn config() -> lab::ServerConfig {
     lab::ServerConfig {
         idle_timeout: Some(IO_TIMEOUT),
+        message_timeout: Some(CALL_LIMIT),
         drain: IO_TIMEOUT,
         max_bytes: lab::DEFAULT_MAX_BYTES,
         max_connections: None,
@@ -961,5 +962,291 @@ fn step5_server_binary_refuses_an_oversized_request_yet_the_client_reads_the_ref
             && stderr.contains("refused"),
         "a refused request: the client must still read the refusal (the server drains before \
          closing) and exit 1:\nstdout: {stdout}\nstderr: {stderr}"
+    );
+}
+
+/// The section that explains the message timeout.
+const MESSAGE_SECTION: &str = "see Lab 05 § Slow uploads and the message timeout";
+
+/// The idle timeout of the trickling tests: 1000 ms, far longer than the 100 ms between pieces.
+const TRICKLE_IDLE: Duration = Duration::from_millis(1000);
+
+/// The message timeout of the trickling tests: 600 ms.
+const TRICKLE_MESSAGE: Duration = Duration::from_millis(600);
+
+/// Runs `lab::serve_connection` on the server end of a new pair, keeping its error whole (its
+/// kind, and whether it is the message timeout's).
+fn upload_thread(config: lab::ServerConfig) -> (TcpStream, ServerThread<io::Result<lab::Served>>) {
+    let (client, server) = tcp_pair();
+    let thread = ServerThread::spawn("the server thread (lab::serve_connection)", move || {
+        lab::serve_connection(server, &config)
+    });
+    (client, thread)
+}
+
+/// What a trickling client saw.
+struct Trickle {
+    /// When the server ended the connection (end of stream, a reset, a failed write), counted
+    /// from the first piece; `None`: the connection was still open at the limit.
+    closed: Option<Duration>,
+    /// How many bytes the client sent.
+    sent: usize,
+    /// What it received: nothing is right, as the upload never ended.
+    received: Vec<u8>,
+    /// How the connection ended, in words.
+    end: String,
+}
+
+/// Sends `pieces` pieces of 3 bytes (`abc`) on `stream`, one every 100 ms, never half-closing,
+/// and watches until the server ends the connection or `limit` has passed since the first piece.
+/// The pacing is a 100 ms read timeout, which also notices the end; `check` runs between pieces
+/// (a server thread's check, so that a panic there fails the test at once).
+fn trickle(stream: &TcpStream, pieces: usize, limit: Duration, mut check: impl FnMut()) -> Trickle {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut seen = Trickle {
+        closed: None,
+        sent: 0,
+        received: Vec::new(),
+        end: "still open".to_owned(),
+    };
+    let mut buf = [0u8; 512];
+    let mut left = pieces;
+    while started.elapsed() < limit {
+        if left > 0 {
+            left -= 1;
+            if let Err(e) = (&*stream).write_all(b"abc") {
+                seen.closed = Some(started.elapsed());
+                seen.end = format!("a write failed: {e}");
+                return seen;
+            }
+            seen.sent += 3;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) => {
+                seen.closed = Some(started.elapsed());
+                seen.end = "end of stream".to_owned();
+                return seen;
+            }
+            Ok(n) => seen.received.extend_from_slice(&buf[..n]),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                seen.closed = Some(started.elapsed());
+                seen.end = format!("a read failed: {e}");
+                return seen;
+            }
+        }
+        check();
+    }
+    seen
+}
+
+/// The error of a connection cut off by the message timeout `limit`, or a failure that says
+/// what came instead (`what`: how the client behaved).
+fn expect_message_timeout(result: io::Result<lab::Served>, limit: Duration, what: &str) {
+    let error = match result {
+        Err(e) => e,
+        Ok(served) => panic!(
+            "{what}: serve_connection returned {served:?}; an upload cut off by the {} ms message \
+             timeout ends the connection with an error ({MESSAGE_SECTION})",
+            limit.as_millis()
+        ),
+    };
+    assert!(
+        error.kind() == io::ErrorKind::TimedOut && lab::message_timeout_of(&error) == Some(limit),
+        "{what}: serve_connection ended the connection with {error:?} (kind {:?}); expected the \
+         error of message_timed_out({} ms): kind TimedOut, and the log can tell it from an idle \
+         timeout ({MESSAGE_SECTION})",
+        error.kind(),
+        limit.as_millis()
+    );
+}
+
+#[test]
+fn step5_a_trickled_upload_is_cut_off_by_the_message_timeout() {
+    let config = lab::ServerConfig {
+        idle_timeout: Some(TRICKLE_IDLE),
+        message_timeout: Some(TRICKLE_MESSAGE),
+        ..config()
+    };
+    let (client, mut thread) = upload_thread(config);
+    let limit = TRICKLE_MESSAGE + SLACK;
+    let seen = trickle(&client, usize::MAX, limit, || thread.check());
+    let what = format!(
+        "idle_timeout 1000 ms, message_timeout 600 ms: the client sent 3 bytes every 100 ms and never \
+         half-closed ({} bytes in {} ms)",
+        seen.sent,
+        seen.closed.unwrap_or(limit).as_millis()
+    );
+    assert!(
+        seen.closed.is_some(),
+        "{what}, and the connection was still open. The server kept a trickling upload for {} ms \
+         although the message timeout was 600 ms: the idle timeout bounds one read, not the whole \
+         upload; take one deadline before the first read and give each read the timeout \
+         min(idle, time left) ({MESSAGE_SECTION})",
+        limit.as_millis()
+    );
+    assert!(
+        seen.received.is_empty(),
+        "{what}: the client received {:?} ({} bytes) before the connection ended ({}), but an upload \
+         that never ended gets no reply: the message timeout ends the connection \
+         ({MESSAGE_SECTION})",
+        text(&seen.received),
+        seen.received.len(),
+        seen.end
+    );
+    expect_message_timeout(thread.join_within(SLACK), TRICKLE_MESSAGE, &what);
+}
+
+#[test]
+fn step5_a_stalled_upload_ends_at_the_deadline_not_after_the_idle_timeout() {
+    let idle = Duration::from_millis(4000);
+    let config = lab::ServerConfig {
+        idle_timeout: Some(idle),
+        message_timeout: Some(TRICKLE_MESSAGE),
+        ..config()
+    };
+    let (client, mut thread) = upload_thread(config);
+    let limit = TRICKLE_MESSAGE + SLACK;
+    let seen = trickle(&client, 1, limit, || thread.check());
+    let what = "idle_timeout 4000 ms, message_timeout 600 ms: the client sent 3 bytes, then nothing";
+    assert!(
+        seen.closed.is_some(),
+        "{what}. The server kept the upload for {} ms although the message timeout was 600 ms: a \
+         read must not wait past the deadline, so give it the timeout min(idle, time left), not \
+         the idle timeout alone, and do not look at the clock only after a read returns \
+         ({MESSAGE_SECTION})",
+        limit.as_millis()
+    );
+    expect_message_timeout(thread.join_within(SLACK), TRICKLE_MESSAGE, what);
+}
+
+#[test]
+fn step5_an_upload_within_the_message_timeout_is_served() {
+    // A message timeout shorter than the idle timeout: the time left sets every read's timeout.
+    let config = lab::ServerConfig {
+        idle_timeout: Some(IO_TIMEOUT),
+        message_timeout: Some(Duration::from_millis(3000)),
+        ..config()
+    };
+    let (client, mut thread) = upload_thread(config);
+    let data = pattern(1000);
+    let started = Instant::now();
+    let mut wrote = Ok(());
+    for piece in data.chunks(200) {
+        wrote = (&client).write_all(piece);
+        if wrote.is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        thread.check();
+    }
+    let wrote = wrote.and_then(|()| client.shutdown(Shutdown::Write));
+    let took = started.elapsed();
+    let reply = thread.read_to_eof_from(&client, "the reply to an upload sent in 5 pieces");
+    let reply = reply
+        .as_ref()
+        .map(|r| text(r))
+        .map_err(|(e, got)| format!("{e} after {:?}", text(got)));
+    assert!(
+        wrote.is_ok() && reply.as_deref() == Ok(reply_line(&data).as_str()),
+        "idle_timeout 5000 ms, message_timeout 3000 ms: the client sent 1000 bytes in 5 pieces 100 \
+         ms apart and half-closed after {} ms (its writes: {wrote:?}); it read {reply:?} instead \
+         of {:?}. An upload that ends within the message timeout is served: the deadline ends the \
+         connection only once no time is left, even when the time left is shorter than the idle \
+         timeout ({MESSAGE_SECTION})",
+        took.as_millis(),
+        reply_line(&data)
+    );
+    let served = thread.join_within(SLACK).map_err(|e| e.to_string());
+    assert_eq!(
+        served,
+        Ok(lab::Served {
+            reply: lab::Reply::Received(lab::Summary {
+                bytes: data.len() as u64,
+                fnv1a64: fnv1a64(&data)
+            }),
+            drained: 0
+        }),
+        "serve_connection's result for an upload served within its message timeout"
+    );
+}
+
+#[test]
+fn step5_server_binary_serves_the_next_client_while_one_trickles() {
+    let server = ServerProcess::start(
+        BIN,
+        &[
+            "server",
+            "--port",
+            "0",
+            "--idle-timeout",
+            "1000",
+            "--message-timeout",
+            "600",
+        ],
+    );
+    let trickler = tcp_connect(server.addr());
+    let me = trickler.local_addr().expect("local address").to_string();
+    // The trickler is first in the backlog, so the iterative server serves it first.
+    let trickling = ServerThread::spawn("the trickling client", move || {
+        trickle(&trickler, usize::MAX, Duration::from_secs(4), || {})
+    });
+    let started = Instant::now();
+    let next = TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("a second client cannot connect: {e}{}", server.log()));
+    // Less than the trickler's 4 s, so that a server still busy with it fails here.
+    let wait = Duration::from_millis(3500);
+    next.set_read_timeout(Some(wait)).expect("read timeout");
+    next.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+    let sent = (&next)
+        .write_all(b"my turn")
+        .and_then(|()| next.shutdown(Shutdown::Write));
+    let (reply, end) = read_until_closed(&next);
+    let waited = started.elapsed().as_millis();
+    let expected = reply_line(b"my turn");
+    if sent.is_err() || text(&reply) != expected {
+        let setting = format!(
+            "server --idle-timeout 1000 --message-timeout 600: a first client trickles its upload, 3 \
+             bytes every 100 ms, never half-closing; a second client sent \"my turn\" and \
+             half-closed ({sent:?})"
+        );
+        match &end {
+            Err(e) if is_timeout(e) => panic!(
+                "{setting}, and after {waited} ms it still had no reply (it read {:?}). The server \
+                 kept a trickling upload for at least {waited} ms although the message timeout \
+                 was 600 ms: the idle timeout bounds one read, not the whole upload \
+                 ({MESSAGE_SECTION}){}",
+                text(&reply),
+                server.log()
+            ),
+            _ => panic!(
+                "{setting}, and after {waited} ms it had read {:?}, then {end:?}, instead of its \
+                 reply {expected:?}: once the trickler is cut off, the next client is served \
+                 ({MESSAGE_SECTION}){}",
+                text(&reply),
+                server.log()
+            ),
+        }
+    }
+    let seen = trickling.join_within(Duration::from_secs(5));
+    assert!(
+        seen.closed.is_some() && seen.received.is_empty(),
+        "the trickling client: its connection ended after {:?} ({}), having received {:?}; \
+         expected the end of its connection without a reply ({MESSAGE_SECTION})",
+        seen.closed,
+        seen.end,
+        text(&seen.received)
+    );
+    let lines = server.expect_stderr_lines(&me, 2, Duration::from_secs(5));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("took longer than the message timeout (600 ms)")),
+        "the trickler's connection must end with a log line saying that \"the upload took longer \
+         than the message timeout (600 ms)\" (the error of message_timed_out), not an idle \
+         timeout's; got {lines:?} ({MESSAGE_SECTION})"
     );
 }

@@ -5,8 +5,9 @@
 //! An **iterative** server serves one connection at a time, so every client waits for the one
 //! before it. Two classic ways out: a new **process per connection** (`fork(2)`, the UNIX way)
 //! and a new **thread per connection** (the Java `Connection` thread of the lectures). All three
-//! models here run the same per-connection code, [`handle_connection`], which is given complete:
-//! the lab is about the accept loop and the lifetimes of processes, threads and descriptors.
+//! models here run the same per-connection code, [`handle_connection`], which is given complete
+//! but for one limit added at the end: the lab is about the accept loop and the lifetimes of
+//! processes, threads and descriptors, and then about the slow clients that hold them.
 //!
 //! Lecture: the UNIX socket slides (iterative servers, `fork()` per client), the Java
 //! thread-per-connection echo server. Linux details: fork(2), waitpid(2), signal(7),
@@ -20,7 +21,9 @@
 //!    connection;
 //! 3. [`reap_children`]: collect the exit status of every finished child (no zombies);
 //! 4. [`serve_fork`]: a process per connection, each side closing what it does not need;
-//! 5. [`stop_children`]: on SIGINT or SIGTERM, stop the children and wait for them.
+//! 5. [`stop_children`]: on SIGINT or SIGTERM, stop the children and wait for them;
+//! 6. [`handle_connection`]: bound each whole line and its echo by the message timeout, so a
+//!    client that trickles a line (or drains its echo slowly) cannot keep its place forever.
 //!
 //! The load generator, [`bench`], and the plot of its results, [`plot`], are given complete.
 
@@ -52,6 +55,9 @@ pub const DEFAULT_MAX_CLIENTS: usize = 64;
 
 /// How long a connection may stay silent before the server closes it: 10 000 ms.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one whole line may take to arrive and its echo to be written: 30 000 ms.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest request line [`handle_connection`] accepts, in bytes without the `\n`: 65 536.
 pub const MAX_LINE: usize = 65_536;
@@ -108,6 +114,11 @@ pub struct ServerConfig {
     /// Read and write timeout of each connection: a client silent this long is dropped.
     /// `None` waits forever.
     pub idle_timeout: Option<Duration>,
+    /// The most time one line may take: from the moment the server starts waiting for it until
+    /// its echo is written. A client that trickles a line (or drains its echo) so slowly that no
+    /// single read or write waits the idle timeout is dropped after this long. `None`: no limit
+    /// beyond the idle timeout.
+    pub message_timeout: Option<Duration>,
     /// Stop accepting after this many connections, wait for the clients being served, and
     /// return; `None` serves forever.
     pub max_connections: Option<u64>,
@@ -119,6 +130,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            message_timeout: Some(DEFAULT_MESSAGE_TIMEOUT),
             max_connections: None,
         }
     }
@@ -156,7 +168,8 @@ pub enum Event {
         /// Lines echoed.
         lines: u64,
     },
-    /// The connection ended with an error (reset, idle timeout, over-long line) and was closed.
+    /// The connection ended with an error (reset, idle timeout, message timeout, over-long
+    /// line) and was closed.
     Failed {
         /// The client.
         peer: SocketAddr,
@@ -222,6 +235,9 @@ impl fmt::Display for Event {
                 "{peer}: closed after echoing {lines} line{}",
                 if *lines == 1 { "" } else { "s" }
             ),
+            Event::Failed { peer, error } if message_timeout_of(error).is_some() => {
+                write!(f, "{peer}: {error}; connection closed")
+            }
             Event::Failed { peer, error } if is_timeout(error) => write!(
                 f,
                 "{peer}: silent for longer than the idle timeout; connection closed"
@@ -272,61 +288,128 @@ pub fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-// ANCHOR: handle_connection
-/// Serves one connection: echoes each `\n`-terminated line back, until the client's end of
-/// stream, and returns how many lines were echoed. Given complete (it is Lab 02's line mode).
-///
-/// Sets `idle_timeout` as the stream's read and write timeout. Lines are capped at [`MAX_LINE`]
-/// bytes. The connection is closed when `stream` is dropped, on return.
+// ANCHOR: message_timeout
+/// The error inside the [`io::Error`] (of kind `TimedOut`) that ends a connection whose line
+/// took longer than the message timeout; see [`message_timed_out`]. Given complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTimeout {
+    /// The message timeout that was exceeded.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for MessageTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a message took longer than the message timeout ({} ms)",
+            self.timeout.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for MessageTimeout {}
+
+/// The error for a line that took longer than `timeout`: kind `io::ErrorKind::TimedOut`,
+/// holding a [`MessageTimeout`] so that [`message_timeout_of`] (and the log line) can tell it
+/// from an idle timeout. Given complete.
+pub fn message_timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, MessageTimeout { timeout })
+}
+
+/// The message timeout `e` reports, if `e` was made by [`message_timed_out`]. Given complete.
+pub fn message_timeout_of(e: &io::Error) -> Option<Duration> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<MessageTimeout>())
+        .map(|m| m.timeout)
+}
+// ANCHOR_END: message_timeout
+
+/// Reads one `\n`-terminated line from `input` into `line` (cleared first), the `\n` included,
+/// and returns `Ok(true)`; `Ok(false)` when the stream ends cleanly before a line starts. Lines
+/// are capped at [`MAX_LINE`] bytes (without the `\n`), so a client cannot make the server
+/// buffer without bound. Given complete (Lab 02's `read_line`, keeping the newline).
 ///
 /// # Errors
 /// `io::ErrorKind::InvalidData` for a line over [`MAX_LINE`] bytes; `UnexpectedEof` when the
-/// stream ends inside a line; `WouldBlock`/`TimedOut` when the client is silent for
-/// `idle_timeout`; `ConnectionReset`, `BrokenPipe` when the client has gone.
-pub fn handle_connection(stream: TcpStream, idle_timeout: Option<Duration>) -> io::Result<u64> {
-    stream.set_read_timeout(idle_timeout)?;
-    stream.set_write_timeout(idle_timeout)?;
-    // Replies go out at once, each in one write: no reason to let Nagle's algorithm wait.
-    stream.set_nodelay(true)?;
-    let mut input = BufReader::new(&stream);
-    let mut output = &stream;
-    let mut lines = 0u64;
-    let mut line = Vec::new();
+/// stream ends inside a line; the errors of `input` (timeouts, resets). `Interrupted` is retried.
+pub fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    let limit = MAX_LINE as u64 + 1;
     loop {
-        line.clear();
-        let limit = MAX_LINE as u64 + 1;
-        match (&mut input).take(limit).read_until(b'\n', &mut line) {
-            Ok(_) => {}
+        match input.take(limit - line.len() as u64).read_until(b'\n', line) {
+            Ok(_) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if line.is_empty() {
-            return Ok(lines);
-        }
-        if line.last() != Some(&b'\n') {
-            let (kind, what) = if line.len() > MAX_LINE {
-                (
-                    io::ErrorKind::InvalidData,
-                    format!("a line longer than {MAX_LINE} bytes"),
-                )
-            } else {
-                (
-                    io::ErrorKind::UnexpectedEof,
-                    "the stream ended inside a line".to_owned(),
-                )
-            };
-            return Err(io::Error::new(kind, what));
-        }
+    }
+    if line.is_empty() {
+        return Ok(false);
+    }
+    if line.last() != Some(&b'\n') {
+        let (kind, what) = if line.len() > MAX_LINE {
+            (
+                io::ErrorKind::InvalidData,
+                format!("a line longer than {MAX_LINE} bytes"),
+            )
+        } else {
+            (
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended inside a line".to_owned(),
+            )
+        };
+        return Err(io::Error::new(kind, what));
+    }
+    Ok(true)
+}
+
+// ANCHOR: handle_connection
+/// Serves one connection: echoes each `\n`-terminated line back (read with [`read_line`], so
+/// capped at [`MAX_LINE`] bytes), until the client's end of stream, and returns how many lines
+/// were echoed. Given complete but for step 6 (it is Lab 02's line mode). The connection is
+/// closed when `stream` is dropped, on return.
+///
+/// Two limits keep one client from holding its place (the iterative server, a thread or a
+/// child under the cap) forever:
+/// - `config.idle_timeout` bounds each single read and write: a client silent that long is
+///   dropped;
+/// - step 6: `config.message_timeout` bounds each whole line, from the moment the server starts
+///   waiting for it until its echo is written. Before each read and each write, set the
+///   socket's timeout to the smaller of the idle timeout and the time left until the line's
+///   deadline (an [`std::time::Instant`]); when no time is left, or a read or write timed out
+///   because the deadline came, fail with [`message_timed_out`]`(message_timeout)`. A small
+///   adapter over `&TcpStream` that holds the deadline and implements [`Read`] and [`Write`]
+///   lets [`read_line`] work unchanged. `None` means no such limit.
+///
+/// # Errors
+/// Those of [`read_line`]: `InvalidData` for an over-long line, `UnexpectedEof` when the stream
+/// ends inside a line; `WouldBlock`/`TimedOut` when the client is silent for the idle timeout;
+/// `TimedOut` holding a [`MessageTimeout`] (see [`message_timed_out`]) when a line and its echo
+/// take longer than the message timeout; `ConnectionReset`, `BrokenPipe` when the client has
+/// gone.
+pub fn handle_connection(stream: TcpStream, config: &ServerConfig) -> io::Result<u64> {
+    // Replies go out at once, each in one write: no reason to let Nagle's algorithm wait.
+    stream.set_nodelay(true)?;
+    let mut lines = 0u64;
+    let mut line = Vec::new();
+    // todo!("lab 03 step 6: bound each read and write by the idle timeout and each line, with its echo, by config.message_timeout")
+    // Until you do step 6, the code from here to `end of step 6` stands in for it.
+    stream.set_read_timeout(config.idle_timeout)?;
+    stream.set_write_timeout(config.idle_timeout)?;
+    let mut input = BufReader::new(&stream);
+    let mut output = &stream;
+    while read_line(&mut input, &mut line)? {
         output.write_all(&line)?;
         lines += 1;
     }
+    Ok(lines)
+    // end of step 6
 }
 // ANCHOR_END: handle_connection
 
 /// Serves one accepted connection with [`handle_connection`] and logs how it ended
 /// ([`Event::Closed`] or [`Event::Failed`]); returns whether it ended cleanly. Given complete.
 pub fn serve_one(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, log: &Log) -> bool {
-    match handle_connection(stream, config.idle_timeout) {
+    match handle_connection(stream, config) {
         Ok(lines) => {
             log(&Event::Closed { peer, lines });
             true

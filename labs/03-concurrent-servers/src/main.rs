@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! lab03-concurrent-servers server --model iterative|fork|thread [--bind 127.0.0.1] [--port 7896]
-//!                                      [--max-clients 64] [--idle-timeout 10000] [--max-connections N]
+//!                                      [--max-clients 64] [--idle-timeout 10000] [--message-timeout 30000]
+//!                                      [--max-connections N]
 //! lab03-concurrent-servers bench --server HOST:PORT [--clients 8] [--requests 1000] [--size 64]
 //!                                     [--connect-per-request] [--duration-limit 30s] [--timeout 5000] [--json]
 //! lab03-concurrent-servers bench-plot [--out FILE] [--requests 2000] [--also NAME=HOST:PORT]...
@@ -87,6 +88,12 @@ enum Command_ {
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
               value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout: u64,
+        /// Close a connection whose line takes longer than this to arrive and be echoed, in
+        /// milliseconds: bounds a client that trickles a line (or drains its echo) slowly, which
+        /// the idle timeout, reset by every byte, does not.
+        #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        message_timeout: u64,
         /// Stop accepting after this many connections, wait for the clients being served, and
         /// exit (default: serve forever).
         #[arg(long, value_name = "N")]
@@ -170,11 +177,13 @@ fn main() -> ExitCode {
             port,
             max_clients,
             idle_timeout,
+            message_timeout,
             max_connections,
         } => {
             let config = lab::ServerConfig {
                 max_clients,
                 idle_timeout: Some(Duration::from_millis(idle_timeout)),
+                message_timeout: Some(Duration::from_millis(message_timeout)),
                 max_connections,
             };
             run_server(model.into(), SocketAddr::new(bind, port), &config).map(|()| true)

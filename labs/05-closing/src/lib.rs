@@ -25,7 +25,8 @@
 //! 2. [`orderly_close`]: shut down the sending side, drain to end of stream with a deadline, close;
 //! 3. [`abortive_close`]: close with a reset (`SO_LINGER` 0);
 //! 4. [`request`]: the client's side, ending its request with a half-close;
-//! 5. [`serve_connection`]: the server's side, reading to end of stream and closing in order.
+//! 5. [`serve_connection`]: the server's side, reading to end of stream within the message
+//!    timeout, replying and closing in order.
 
 pub mod experiments;
 
@@ -44,6 +45,10 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long the server waits for a silent client before giving up on it: 10 000 ms.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole upload may take, from the server's first read until its reply line is
+/// written: 30 000 ms.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default cap on one request, in bytes: 1 GiB (1 073 741 824). A larger request is refused.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -102,6 +107,40 @@ pub fn describe(result: &io::Result<usize>) -> String {
 /// `TimedOut` on Windows. Given complete.
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// The error inside the [`io::Error`] (of kind `TimedOut`) that ends a connection whose upload
+/// took longer than the message timeout; see [`message_timed_out`]. Given complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTimeout {
+    /// The message timeout that was exceeded.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for MessageTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the upload took longer than the message timeout ({} ms)",
+            self.timeout.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for MessageTimeout {}
+
+/// The error for an upload that took longer than `timeout`: kind `io::ErrorKind::TimedOut`
+/// (so [`classify`] calls it [`Outcome::TimedOut`]), holding a [`MessageTimeout`] so that
+/// [`message_timeout_of`] (and the log line) can tell it from an idle timeout. Given complete.
+pub fn message_timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, MessageTimeout { timeout })
+}
+
+/// The message timeout `e` reports, if `e` was made by [`message_timed_out`]. Given complete.
+pub fn message_timeout_of(e: &io::Error) -> Option<Duration> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<MessageTimeout>())
+        .map(|m| m.timeout)
 }
 
 // ANCHOR: classify
@@ -336,6 +375,11 @@ pub struct ServerConfig {
     /// Read and write timeout of each connection: a client silent this long is dropped. `None`
     /// waits forever.
     pub idle_timeout: Option<Duration>,
+    /// The most time one upload may take: from the server's first read until its reply line is
+    /// written. A client that trickles its request (each read well within the idle timeout) is
+    /// dropped once this has passed. The drain of the orderly close is not counted (it has
+    /// `drain`). `None`: no limit beyond the idle timeout.
+    pub message_timeout: Option<Duration>,
     /// How long [`orderly_close`] waits for the client's end of stream after the reply.
     pub drain: Duration,
     /// The longest request accepted, in bytes; a longer one gets [`Reply::Refused`].
@@ -349,6 +393,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            message_timeout: Some(DEFAULT_MESSAGE_TIMEOUT),
             drain: DEFAULT_DRAIN,
             max_bytes: DEFAULT_MAX_BYTES,
             max_connections: None,
@@ -370,21 +415,36 @@ pub struct Served {
 /// half-close), keeping the [`Summary`] of what arrives, writes the [`Reply`] line, and closes
 /// with [`orderly_close`] and `config.drain`.
 ///
-/// First sets `config.idle_timeout` as the stream's read and write timeout. Reads [`CHUNK`] bytes
-/// at a time; once more than `config.max_bytes` have arrived it stops counting and replies
-/// [`Reply::Refused`] at once. The client is still sending then: the drain of the orderly close
-/// reads and discards the rest, so the client's writes succeed and it can read the refusal.
-/// Closing without the drain would reset the connection under the client's feet.
+/// Reads [`CHUNK`] bytes at a time; once more than `config.max_bytes` have arrived it stops
+/// counting and replies [`Reply::Refused`] at once. The client is still sending then: the drain
+/// of the orderly close reads and discards the rest, so the client's writes succeed and it can
+/// read the refusal. Closing without the drain would reset the connection under the client's
+/// feet.
+///
+/// Two limits keep one client from holding the (iterative) server forever:
+/// - `config.idle_timeout` bounds each single read and write: a client silent that long is
+///   dropped;
+/// - `config.message_timeout` bounds the whole upload, from the first read until the reply line
+///   is written: a client that trickles its request a few bytes at a time, each read well within
+///   the idle timeout, is dropped once it has passed. Compute the deadline (a
+///   [`std::time::Instant`]) once, before the first read. Before each read, and before writing
+///   the reply, set the socket's timeout to the smaller of the idle timeout and the time left
+///   until the deadline; when no time is left, or a call timed out while the time left was the
+///   smaller, fail with [`message_timed_out`]`(message_timeout)`. `None` means no such limit.
+///
+/// The orderly close after the reply is outside the message timeout: its drain has its own
+/// deadline, `config.drain`, and a refused client may rightly still be sending then.
 ///
 /// # Errors
 /// Errors of `read` (`ConnectionReset` when the client resets, `WouldBlock`/`TimedOut` when it
-/// stays silent for the idle timeout), of writing the reply, and of [`orderly_close`]
-/// (`TimedOut` when the client does not finish within `config.drain`). The connection is
-/// closed in every case.
+/// stays silent for the idle timeout), `TimedOut` holding a [`MessageTimeout`] (see
+/// [`message_timed_out`]) when the upload and its reply take longer than the message timeout,
+/// errors of writing the reply, and of [`orderly_close`] (`TimedOut` when the client does not
+/// finish within `config.drain`). The connection is closed in every case.
 pub fn serve_connection(stream: TcpStream, config: &ServerConfig) -> io::Result<Served> {
     common::your_code_here((stream, config));
     todo!(
-        "lab 05 step 5: set timeouts, read to EOF summing (refuse past max_bytes), write the reply line, orderly_close"
+        "lab 05 step 5: bound each read and the reply's write by min(idle timeout, time left until the message deadline), read to EOF summing (refuse past max_bytes), write the reply line, orderly_close"
     )
 }
 // ANCHOR_END: serve_connection

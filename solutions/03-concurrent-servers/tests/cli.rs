@@ -31,7 +31,10 @@ fn help_teaches_the_subcommands_and_options() {
             .and(predicate::str::contains("--max-clients <N>"))
             .and(predicate::str::contains("[default: 64]"))
             .and(predicate::str::contains("backlog"))
-            .and(predicate::str::contains("--idle-timeout <MS>")),
+            .and(predicate::str::contains("--idle-timeout <MS>"))
+            .and(predicate::str::contains("--message-timeout <MS>"))
+            .and(predicate::str::contains("[default: 30000]"))
+            .and(predicate::str::contains("trickles")),
     );
     bin().args(["bench", "--help"]).assert().success().stdout(
         predicate::str::contains("--clients <CLIENTS>")
@@ -79,6 +82,17 @@ fn a_port_in_use_is_one_clear_line() {
         err.starts_with("error: cannot listen on TCP 127.0.0.1:"),
         "{err:?}"
     );
+}
+
+#[test]
+fn server_timeouts_of_zero_are_refused() {
+    for option in ["--idle-timeout", "--message-timeout"] {
+        bin()
+            .args(["server", "--model", "iterative", "--port", "0", option, "0"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(option));
+    }
 }
 
 #[test]

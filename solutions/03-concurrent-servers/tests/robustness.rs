@@ -1,16 +1,18 @@
 //! Robustness of the reference thread and fork servers: over-long and stalled lines, silent,
 //! resetting and non-reading clients, 200 connections at once (100 served, the rest in the
 //! backlog) and a shortage of descriptors do not stop them, do not delay the other clients, and
-//! leave no descriptor behind.
+//! leave no descriptor behind. Clients that trickle a line or drain its echo slowly are cut off
+//! by the message timeout, in the iterative model too, and the next client is served.
 //!
 //! Each test starts the server binary (`--port 0`, `--idle-timeout 300`), attacks it on
 //! loopback, then checks that a normal client is served within a deadline (while the attacker
-//! is still connected: these servers are concurrent), that the server is still running, and
-//! (Linux) that its open descriptors in /proc/PID/fd are back to what they were before. Not
-//! part of the grading suite: these cases go beyond what a step asks, and some need Linux.
+//! is still connected: these servers are concurrent, and the iterative one cuts a slow client
+//! off well within it), that the server is still running, and (Linux) that its open descriptors
+//! in /proc/PID/fd are back to what they were before. Not part of the grading suite: these
+//! cases go beyond what a step asks, and some need Linux.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::testing::{ServerProcess, await_close, set_stream_timeouts, tcp_connect, write_until_closed};
@@ -213,6 +215,140 @@ fn never_reads(model: &str) {
     );
     drop(hog);
     descriptors_back(&server, baseline, "a client that never read");
+}
+
+/// The slow-client tests' options: each read or write may wait 1000 ms, each line 600 ms.
+const SLOW_OPTIONS: [&str; 4] = ["--idle-timeout", "1000", "--message-timeout", "600"];
+
+/// What the server logs when it cuts a slow client off.
+const MESSAGE_TIMEOUT_LOG: &str = "a message took longer than the message timeout (600 ms)";
+
+/// How long a slow client may hold its place before the test calls the message timeout broken.
+const SLOW_LIMIT: Duration = Duration::from_secs(8);
+
+fn trickled_line(model: &str) {
+    let (mut server, baseline) = start(model, &SLOW_OPTIONS);
+    let mut trickler = tcp_connect(server.addr());
+    let me = trickler.local_addr().expect("local address").to_string();
+    server.expect_stderr(&format!("{me}: connected"), Duration::from_secs(5));
+    // One byte every 100 ms, paced by the read timeout (which also notices the close): each
+    // read of the server succeeds well within the 1 s idle timeout.
+    let trickling = std::thread::spawn(move || {
+        trickler
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        while started.elapsed() < SLOW_LIMIT {
+            if trickler.write_all(b"a").is_err() {
+                return Some(started.elapsed());
+            }
+            match trickler.read(&mut buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                _ => return Some(started.elapsed()),
+            }
+        }
+        None
+    });
+    // The iterative server serves this one once the trickler is cut off; the others at once.
+    still_serving(&mut server, "a client trickling a line");
+    let closed = trickling.join().expect("the trickling thread");
+    assert!(
+        closed.is_some(),
+        "--model {model}: a client trickling one byte per 100 ms held its connection for {} ms{}",
+        SLOW_LIMIT.as_millis(),
+        server.log()
+    );
+    server.expect_stderr(&format!("{me}: {MESSAGE_TIMEOUT_LOG}"), Duration::from_secs(5));
+    still_serving(&mut server, "a client that trickled a line");
+    descriptors_back(&server, baseline, "a client that trickled a line");
+}
+
+fn slowly_drained_echo(model: &str) {
+    // Lines of 60 000 bytes sent without pause, their echoes read 8 KiB per 100 ms: once the
+    // socket buffers are full, each echo takes the server over 700 ms to write, and each write
+    // makes some progress well within the idle timeout, so only the message timeout ends it.
+    let (mut server, baseline) = start(model, &SLOW_OPTIONS);
+    let mut drainer = tcp_connect(server.addr());
+    let me = drainer.local_addr().expect("local address").to_string();
+    let mut writer_end = drainer.try_clone().expect("clone the drainer's socket");
+    let writer = std::thread::spawn(move || {
+        let mut line = vec![b'd'; 60_000];
+        line.push(b'\n');
+        while writer_end.write_all(&line).is_ok() {}
+    });
+    drainer
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let needle = format!("{me}: {MESSAGE_TIMEOUT_LOG}");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut drained = 0usize;
+    while !server.stderr_lines().iter().any(|l| l.contains(&needle)) {
+        assert!(
+            started.elapsed() < SLOW_LIMIT,
+            "--model {model}: a client draining its echoes at 8 KiB per 100 ms ({drained} bytes so far) \
+             held its connection for {} ms{}",
+            started.elapsed().as_millis(),
+            server.log()
+        );
+        let turn = Instant::now();
+        match drainer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => drained += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            // A reset: the server closed with the client's lines unread.
+            Err(_) => break,
+        }
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(turn.elapsed()));
+    }
+    server.expect_stderr(&needle, Duration::from_secs(5));
+    // A blocked write of the writer thread fails at once.
+    let _ = drainer.shutdown(Shutdown::Both);
+    writer.join().expect("the writer thread");
+    drop(drainer);
+    still_serving(&mut server, "a client that drained its echoes slowly");
+    descriptors_back(&server, baseline, "a client that drained its echoes slowly");
+}
+
+#[test]
+fn iterative_a_trickled_line_is_cut_off_and_the_next_client_served() {
+    trickled_line("iterative");
+}
+
+#[test]
+fn iterative_a_slowly_drained_echo_is_cut_off_and_the_next_client_served() {
+    slowly_drained_echo("iterative");
+}
+
+#[test]
+fn thread_a_trickled_line_is_cut_off_and_delays_no_one() {
+    trickled_line("thread");
+}
+
+#[test]
+fn thread_a_slowly_drained_echo_is_cut_off_and_the_next_client_served() {
+    slowly_drained_echo("thread");
+}
+
+#[cfg(unix)]
+#[test]
+fn fork_a_trickled_line_is_cut_off_and_delays_no_one() {
+    trickled_line("fork");
+}
+
+#[cfg(unix)]
+#[test]
+fn fork_a_slowly_drained_echo_is_cut_off_and_the_next_client_served() {
+    slowly_drained_echo("fork");
 }
 
 #[test]

@@ -23,7 +23,8 @@
 //! 2. [`orderly_close`]: shut down the sending side, drain to end of stream with a deadline, close;
 //! 3. [`abortive_close`]: close with a reset (`SO_LINGER` 0);
 //! 4. [`request`]: the client's side, ending its request with a half-close;
-//! 5. [`serve_connection`]: the server's side, reading to end of stream and closing in order.
+//! 5. [`serve_connection`]: the server's side, reading to end of stream within the message
+//!    timeout, replying and closing in order.
 
 pub mod experiments;
 
@@ -45,6 +46,10 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long the server waits for a silent client before giving up on it: 10 000 ms.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole upload may take, from the server's first read until its reply line is
+/// written: 30 000 ms.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default cap on one request, in bytes: 1 GiB (1 073 741 824). A larger request is refused.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -103,6 +108,40 @@ pub fn describe(result: &io::Result<usize>) -> String {
 /// `TimedOut` on Windows. Given complete.
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// The error inside the [`io::Error`] (of kind `TimedOut`) that ends a connection whose upload
+/// took longer than the message timeout; see [`message_timed_out`]. Given complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTimeout {
+    /// The message timeout that was exceeded.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for MessageTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the upload took longer than the message timeout ({} ms)",
+            self.timeout.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for MessageTimeout {}
+
+/// The error for an upload that took longer than `timeout`: kind `io::ErrorKind::TimedOut`
+/// (so [`classify`] calls it [`Outcome::TimedOut`]), holding a [`MessageTimeout`] so that
+/// [`message_timeout_of`] (and the log line) can tell it from an idle timeout. Given complete.
+pub fn message_timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, MessageTimeout { timeout })
+}
+
+/// The message timeout `e` reports, if `e` was made by [`message_timed_out`]. Given complete.
+pub fn message_timeout_of(e: &io::Error) -> Option<Duration> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<MessageTimeout>())
+        .map(|m| m.timeout)
 }
 
 // ANCHOR: classify
@@ -395,6 +434,11 @@ pub struct ServerConfig {
     /// Read and write timeout of each connection: a client silent this long is dropped. `None`
     /// waits forever.
     pub idle_timeout: Option<Duration>,
+    /// The most time one upload may take: from the server's first read until its reply line is
+    /// written. A client that trickles its request (each read well within the idle timeout) is
+    /// dropped once this has passed. The drain of the orderly close is not counted (it has
+    /// `drain`). `None`: no limit beyond the idle timeout.
+    pub message_timeout: Option<Duration>,
     /// How long [`orderly_close`] waits for the client's end of stream after the reply.
     pub drain: Duration,
     /// The longest request accepted, in bytes; a longer one gets [`Reply::Refused`].
@@ -408,6 +452,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            message_timeout: Some(DEFAULT_MESSAGE_TIMEOUT),
             drain: DEFAULT_DRAIN,
             max_bytes: DEFAULT_MAX_BYTES,
             max_connections: None,
@@ -429,24 +474,73 @@ pub struct Served {
 /// half-close), keeping the [`Summary`] of what arrives, writes the [`Reply`] line, and closes
 /// with [`orderly_close`] and `config.drain`.
 ///
-/// First sets `config.idle_timeout` as the stream's read and write timeout. Reads [`CHUNK`] bytes
-/// at a time; once more than `config.max_bytes` have arrived it stops counting and replies
-/// [`Reply::Refused`] at once. The client is still sending then: the drain of the orderly close
-/// reads and discards the rest, so the client's writes succeed and it can read the refusal.
-/// Closing without the drain would reset the connection under the client's feet.
+/// Reads [`CHUNK`] bytes at a time; once more than `config.max_bytes` have arrived it stops
+/// counting and replies [`Reply::Refused`] at once. The client is still sending then: the drain
+/// of the orderly close reads and discards the rest, so the client's writes succeed and it can
+/// read the refusal. Closing without the drain would reset the connection under the client's
+/// feet.
+///
+/// Two limits keep one client from holding the (iterative) server forever:
+/// - `config.idle_timeout` bounds each single read and write: a client silent that long is
+///   dropped;
+/// - `config.message_timeout` bounds the whole upload, from the first read until the reply line
+///   is written: a client that trickles its request a few bytes at a time, each read well within
+///   the idle timeout, is dropped once it has passed. Compute the deadline (a
+///   [`std::time::Instant`]) once, before the first read. Before each read, and before writing
+///   the reply, set the socket's timeout to the smaller of the idle timeout and the time left
+///   until the deadline; when no time is left, or a call timed out while the time left was the
+///   smaller, fail with [`message_timed_out`]`(message_timeout)`. `None` means no such limit.
+///
+/// The orderly close after the reply is outside the message timeout: its drain has its own
+/// deadline, `config.drain`, and a refused client may rightly still be sending then.
 ///
 /// # Errors
 /// Errors of `read` (`ConnectionReset` when the client resets, `WouldBlock`/`TimedOut` when it
-/// stays silent for the idle timeout), of writing the reply, and of [`orderly_close`]
-/// (`TimedOut` when the client does not finish within `config.drain`). The connection is
-/// closed in every case.
+/// stays silent for the idle timeout), `TimedOut` holding a [`MessageTimeout`] (see
+/// [`message_timed_out`]) when the upload and its reply take longer than the message timeout,
+/// errors of writing the reply, and of [`orderly_close`] (`TimedOut` when the client does not
+/// finish within `config.drain`). The connection is closed in every case.
 pub fn serve_connection(stream: TcpStream, config: &ServerConfig) -> io::Result<Served> {
-    // >>> step 5 (stream, config): set timeouts, read to EOF summing (refuse past max_bytes), write the reply line, orderly_close
-    stream.set_read_timeout(config.idle_timeout)?;
-    stream.set_write_timeout(config.idle_timeout)?;
+    // >>> step 5 (stream, config): bound each read and the reply's write by min(idle timeout, time left until the message deadline), read to EOF summing (refuse past max_bytes), write the reply line, orderly_close
+    /// The timeout for the next read or write: the idle timeout, or the time left until the
+    /// upload's `deadline` (with its limit) when that is shorter; the `bool` says the deadline
+    /// set it, so a timeout of that call is the message timeout. Once no time is left, the
+    /// message-timeout error (a zero socket timeout would be an error anyway).
+    fn next_timeout(
+        idle: Option<Duration>,
+        deadline: Option<(Instant, Duration)>,
+    ) -> io::Result<(Option<Duration>, bool)> {
+        let Some((deadline, limit)) = deadline else {
+            return Ok((idle, false));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(message_timed_out(limit));
+        }
+        Ok(match idle {
+            Some(idle) if idle <= left => (Some(idle), false),
+            _ => (Some(left), true),
+        })
+    }
+
+    /// A timeout error of a call whose timeout the deadline set becomes the message timeout.
+    fn explain(e: io::Error, by_deadline: bool, config: &ServerConfig) -> io::Error {
+        match config.message_timeout {
+            Some(limit) if by_deadline && is_timeout(&e) => message_timed_out(limit),
+            _ => e,
+        }
+    }
+
+    // The clock starts once, before the first read: the idle timeout restarts with every byte
+    // that arrives, the deadline never does.
+    let deadline = config
+        .message_timeout
+        .map(|limit| (Instant::now() + limit, limit));
     let mut summary = Summary::new();
     let mut buf = vec![0u8; CHUNK];
     let reply = loop {
+        let (timeout, by_deadline) = next_timeout(config.idle_timeout, deadline)?;
+        stream.set_read_timeout(timeout)?;
         match (&stream).read(&mut buf) {
             Ok(0) => break Reply::Received(summary),
             Ok(n) => {
@@ -458,10 +552,16 @@ pub fn serve_connection(stream: TcpStream, config: &ServerConfig) -> io::Result<
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(explain(e, by_deadline, config)),
         }
     };
-    (&stream).write_all(reply.to_line().as_bytes())?;
+    // The reply is one short line into an empty send buffer, so this write does not wait in
+    // practice; it still gets its timeout the same way, as the upload ends when it is written.
+    let (timeout, by_deadline) = next_timeout(config.idle_timeout, deadline)?;
+    stream.set_write_timeout(timeout)?;
+    (&stream)
+        .write_all(reply.to_line().as_bytes())
+        .map_err(|e| explain(e, by_deadline, config))?;
     let drained = orderly_close(stream, config.drain)?;
     Ok(Served { reply, drained })
     // <<<

@@ -3,7 +3,7 @@
 //! ```text
 //! solution05-closing experiment <NAME|all>
 //! solution05-closing server [--bind 127.0.0.1] [--port 7896] [--drain 2000] [--idle-timeout 10000]
-//!                           [--max-bytes 1073741824] [--max-connections N]
+//!                           [--message-timeout 30000] [--max-bytes 1073741824] [--max-connections N]
 //! solution05-closing client --server HOST:PORT [--file PATH] [--timeout 5000]
 //! ```
 
@@ -81,6 +81,12 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
               value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout: u64,
+        /// Close a connection whose upload takes longer than this to arrive complete and be
+        /// answered, in milliseconds: bounds a client that trickles its request (each read within
+        /// the idle timeout). The drain after the reply is not counted; --drain bounds it.
+        #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        message_timeout: u64,
         /// The longest request accepted, in bytes; a longer one is refused (and drained).
         #[arg(long, value_name = "BYTES", default_value_t = lab::DEFAULT_MAX_BYTES)]
         max_bytes: u64,
@@ -122,11 +128,13 @@ fn main() -> ExitCode {
             port,
             drain,
             idle_timeout,
+            message_timeout,
             max_bytes,
             max_connections,
         } => {
             let config = lab::ServerConfig {
                 idle_timeout: Some(Duration::from_millis(idle_timeout)),
+                message_timeout: Some(Duration::from_millis(message_timeout)),
                 drain: Duration::from_millis(drain),
                 max_bytes,
                 max_connections,
@@ -179,8 +187,11 @@ fn run_server(addr: SocketAddr, config: &lab::ServerConfig) -> Result<()> {
     let local = listener.local_addr().context("cannot read the bound address")?;
     common::ready::announce(local).context("cannot write the ready line")?;
     eprintln!(
-        "serving one connection at a time; requests up to {} bytes; drain {} ms",
+        "serving one connection at a time; requests up to {} bytes within {}; drain {} ms",
         config.max_bytes,
+        config
+            .message_timeout
+            .map_or("no time limit".to_owned(), |t| format!("{} ms", t.as_millis())),
         config.drain.as_millis()
     );
     let served = lab::serve(&listener, config, |event| eprintln!("{event}"))

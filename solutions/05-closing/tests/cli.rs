@@ -41,6 +41,9 @@ fn help_teaches_the_subcommands_and_options() {
             .and(predicate::str::contains("--drain <MS>"))
             .and(predicate::str::contains("[default: 2000]"))
             .and(predicate::str::contains("--idle-timeout <MS>"))
+            .and(predicate::str::contains("[default: 10000]"))
+            .and(predicate::str::contains("--message-timeout <MS>"))
+            .and(predicate::str::contains("[default: 30000]"))
             .and(predicate::str::contains("--max-bytes <BYTES>"))
             .and(predicate::str::contains("[default: 1073741824]"))
             .and(predicate::str::contains("--max-connections")),
@@ -79,6 +82,7 @@ fn bad_values_are_refused() {
         .assert()
         .code(2);
     bin().args(["server", "--idle-timeout", "0"]).assert().code(2);
+    bin().args(["server", "--message-timeout", "0"]).assert().code(2);
 }
 
 #[test]

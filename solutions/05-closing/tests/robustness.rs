@@ -1,6 +1,7 @@
 //! Robustness of the reference counting server: a request megabytes past the cap, stalled,
-//! silent and resetting clients, a client that never reads nor closes, 200 connections at once
-//! and a shortage of descriptors do not stop it, and leave no descriptor behind.
+//! silent and resetting clients, a client that never reads nor closes, clients that trickle
+//! their upload or trickle on into the drain after a refusal, 200 connections at once and a
+//! shortage of descriptors do not stop it, and leave no descriptor behind.
 //!
 //! Each test starts the server binary (`--port 0`, short `--idle-timeout`), attacks it on
 //! loopback, then checks that a normal client gets its reply within a deadline, that the server
@@ -10,7 +11,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::testing::{ServerProcess, await_close, set_stream_timeouts, tcp_connect};
 use solution05_closing::{Reply, Summary};
@@ -27,20 +28,26 @@ const SERVED_WITHIN: Duration = Duration::from_secs(5);
 /// A server with a 300 ms idle timeout, a 2 s drain and a 1 MB cap, and its descriptor count
 /// (Linux).
 fn start() -> (ServerProcess, Option<usize>) {
-    let server = ServerProcess::start(
-        BIN,
-        &[
-            "server",
-            "--port",
-            "0",
-            "--idle-timeout",
-            "300",
-            "--drain",
-            "2000",
-            "--max-bytes",
-            &MAX_BYTES.to_string(),
-        ],
-    );
+    start_with("300", &[])
+}
+
+/// A server with the idle timeout `idle_ms`, a 2 s drain, a 1 MB cap and the options `extra`,
+/// and its descriptor count (Linux).
+fn start_with(idle_ms: &str, extra: &[&str]) -> (ServerProcess, Option<usize>) {
+    let max_bytes = MAX_BYTES.to_string();
+    let mut args = vec![
+        "server",
+        "--port",
+        "0",
+        "--idle-timeout",
+        idle_ms,
+        "--drain",
+        "2000",
+        "--max-bytes",
+        &max_bytes,
+    ];
+    args.extend_from_slice(extra);
+    let server = ServerProcess::start(BIN, &args);
     let baseline = common::descriptors::count(server.id());
     (server, baseline)
 }
@@ -235,4 +242,98 @@ fn running_out_of_descriptors_is_survived() {
         server.log()
     );
     still_serving(&mut server, baseline, "a shortage of descriptors (EMFILE)");
+}
+
+/// The options of the slow-client tests: 1 s idle timeout, 1 s message timeout.
+const SLOW_IDLE_MS: &str = "1000";
+const SLOW_OPTIONS: [&str; 2] = ["--message-timeout", "1000"];
+
+/// How long a slow client may hold the server before the test calls the limit broken.
+const SLOW_LIMIT: Duration = Duration::from_secs(8);
+
+#[test]
+fn a_client_that_trickles_its_upload_is_cut_off_by_the_message_timeout() {
+    let (mut server, baseline) = start_with(SLOW_IDLE_MS, &SLOW_OPTIONS);
+    let mut trickler = tcp_connect(server.addr());
+    let me = trickler.local_addr().expect("local address").to_string();
+    // One byte every 100 ms, never a half-close (paced by the read timeout, which also notices
+    // the close): each read of the server succeeds well within the 1 s idle timeout.
+    trickler
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        if started.elapsed() > SLOW_LIMIT {
+            break false;
+        }
+        if trickler.write_all(b"t").is_err() {
+            break true;
+        }
+        match trickler.read(&mut buf) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => break true,
+        }
+    };
+    assert!(
+        closed,
+        "a client trickling one byte per 100 ms held the server for {} ms{}",
+        started.elapsed().as_millis(),
+        server.log()
+    );
+    server.expect_stderr(
+        &format!("{me}: connection closed after an error (timed out): the upload took longer than the message timeout (1000 ms)"),
+        Duration::from_secs(5),
+    );
+    drop(trickler);
+    still_serving(&mut server, baseline, "a client that trickles its upload");
+}
+
+#[test]
+fn a_refused_client_that_trickles_into_the_drain_is_cut_off_by_the_drain_deadline() {
+    // The message timeout ends with the refusal; the drain that follows has its own deadline
+    // (2 s, longer than the 1 s message timeout on purpose), and that is what ends this client.
+    let (mut server, baseline) = start_with(SLOW_IDLE_MS, &SLOW_OPTIONS);
+    let mut client = tcp_connect(server.addr());
+    let me = client.local_addr().expect("local address").to_string();
+    client
+        .write_all(&vec![b'r'; MAX_BYTES as usize + 1])
+        .unwrap_or_else(|e| panic!("send 1 MB + 1 byte: {e}{}", server.log()));
+    // The refusal, then the server's FIN (its shutdown(Write)), while the drain goes on.
+    let reply = read_reply(&mut client);
+    assert_eq!(
+        reply.as_ref().ok().copied().flatten(),
+        Some(Reply::Refused { max_bytes: MAX_BYTES }),
+        "the reply to 1 MB + 1 byte: {reply:?}{}",
+        server.log()
+    );
+    let refused = Instant::now();
+    // Keep sending a byte every 100 ms, never half-closing, until the server closes (a write
+    // after its close gets a RST, and the next one fails).
+    let cut = loop {
+        if refused.elapsed() > SLOW_LIMIT {
+            break false;
+        }
+        if client.write_all(b"t").is_err() {
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        cut,
+        "a refused client trickling on into the drain held the server for {} ms{}",
+        refused.elapsed().as_millis(),
+        server.log()
+    );
+    server.expect_stderr(
+        &format!("{me}: connection closed after an error (timed out): the peer did not finish sending within 2000 ms"),
+        Duration::from_secs(5),
+    );
+    drop(client);
+    still_serving(
+        &mut server,
+        baseline,
+        "a refused client that trickles on into the drain",
+    );
 }

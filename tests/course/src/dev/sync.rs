@@ -18,12 +18,29 @@
 //! ending in `// solution-only` (imports only the solution needs). Generated Rust is formatted
 //! with rustfmt.
 //!
+//! A step inside code that earlier steps already run (a function they all call) cannot become
+//! a `todo!()`: the skeleton would panic in every step. Such a region gives the skeleton code of
+//! its own instead, after a `// === skeleton` line, each line commented out with `// ` so that
+//! the solution compiles without it (a bare `//`, or a blank line, is an empty line):
+//!
+//! ```text
+//!     // >>> step 6 (config): bound each whole line by the message timeout
+//!     ...solution code...
+//!     // === skeleton
+//!     // ...code the skeleton runs until the student has done step 6...
+//!     // <<<
+//! ```
+//! becomes two comments, `// todo!("lab 03 step 6: bound each ...")` and one saying that the
+//! code up to `end of step 6` stands in for the step, then the `your_code_here` call (when the
+//! region names uses), the skeleton's code with exactly its `// ` prefixes removed, and a
+//! `// end of step 6` comment. Nothing after it is unreachable, so such a region need not end
+//! its block. `// === skeleton` outside a step region is an error.
+//!
 //! Sync also writes the book's hint files, `book/src/hints/labNN-slug-stepK.md`: the hints of
 //! step K from the manifest, as collapsed `<details>` blocks, which the chapter includes in the
 //! step's section (hints have one source, the manifest). And, for all labs, the GitHub
 //! Classroom files.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -227,8 +244,65 @@ pub struct Skeleton {
 }
 
 enum Region {
-    Step { line: usize },
+    Step(StepRegion),
     SolutionOnly { line: usize },
+}
+
+/// A step region being cut: what the skeleton gets in its place is written at its `// <<<`.
+struct StepRegion {
+    /// The line of its `// >>> step` marker.
+    line: usize,
+    step: usize,
+    /// The indentation of the marker.
+    indent: String,
+    /// The `common::your_code_here(...)` line, empty when the region uses nothing.
+    uses: String,
+    /// The message, as the student reads it.
+    message: String,
+    /// Once its `// === skeleton` line was seen: that line, and the skeleton's code so far.
+    fallback: Option<(usize, String)>,
+}
+
+impl StepRegion {
+    /// What the skeleton gets for the region: the `todo!()`, or the region's own skeleton code.
+    fn skeleton(&self, lab: u32) -> String {
+        let StepRegion {
+            step,
+            indent,
+            uses,
+            message,
+            ..
+        } = self;
+        match &self.fallback {
+            None => {
+                let escaped = message
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('{', "{{")
+                    .replace('}', "}}");
+                format!("{uses}{indent}todo!(\"lab {lab:02} step {step}: {escaped}\")\n")
+            }
+            Some((_, code)) => format!(
+                "{indent}// todo!(\"lab {lab:02} step {step}: {message}\")\n\
+                 {indent}// Until you do step {step}, the code from here to `end of step {step}` stands in for it.\n\
+                 {uses}{code}{indent}// end of step {step}\n"
+            ),
+        }
+    }
+}
+
+/// The line that splits a step region into the solution and the skeleton's own code.
+pub const SKELETON_MARKER: &str = "// === skeleton";
+
+/// A line of a region's skeleton code with its `// ` removed (the indentation before it kept):
+/// `    // let x = 1;` is `    let x = 1;`; `    //` and a blank line are an empty line.
+fn uncomment(line: &str) -> Option<String> {
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let rest = line.trim_start();
+    if rest.is_empty() || rest == "//" {
+        return Some(String::new());
+    }
+    rest.strip_prefix("// ").map(|code| format!("{indent}{code}"))
 }
 
 /// Applies the solution markers to one Rust file of lab `lab` (`file` is for error messages).
@@ -250,8 +324,51 @@ pub fn cut_solutions(text: &str, lab: u32, file: &str) -> Result<Skeleton> {
                 must_close_block = None;
             }
         }
+        // The skeleton's own code of a step region, up to its `// <<<`.
+        if let Some(Region::Step(StepRegion {
+            line: open,
+            fallback: Some((split, code)),
+            ..
+        })) = &mut region
+        {
+            ensure!(
+                !trimmed.starts_with("// >>>"),
+                "{file}:{n}: a region opens inside the region opened at line {open}"
+            );
+            if trimmed != "// <<<" {
+                let Some(uncommented) = uncomment(line) else {
+                    bail!(
+                        "{file}:{n}: after `{SKELETON_MARKER}` (line {split}) every line is the skeleton's code, \
+                         commented out with `// `, until the region's `// <<<`"
+                    );
+                };
+                ensure!(
+                    trimmed != SKELETON_MARKER,
+                    "{file}:{n}: a second `{SKELETON_MARKER}` in the region (the first is at line {split})"
+                );
+                code.push_str(&uncommented);
+                code.push('\n');
+                continue;
+            }
+        }
+        if trimmed == SKELETON_MARKER {
+            match &mut region {
+                Some(Region::Step(step)) => {
+                    step.fallback = Some((n, String::new()));
+                    continue;
+                }
+                Some(Region::SolutionOnly { line }) => bail!(
+                    "{file}:{n}: `{SKELETON_MARKER}` in the solution-only region opened at line {line}: only a \
+                     step region has skeleton code of its own"
+                ),
+                None => bail!(
+                    "{file}:{n}: `{SKELETON_MARKER}` outside a step region: it belongs between \
+                     `// >>> step K (uses): message` and its `// <<<`"
+                ),
+            }
+        }
         if let Some(marker) = trimmed.strip_prefix("// >>>") {
-            if let Some(Region::Step { line } | Region::SolutionOnly { line }) = region {
+            if let Some(Region::Step(StepRegion { line, .. }) | Region::SolutionOnly { line }) = region {
                 bail!("{file}:{n}: a region opens inside the region opened at line {line}");
             }
             let marker = marker.trim();
@@ -270,25 +387,32 @@ pub fn cut_solutions(text: &str, lab: u32, file: &str) -> Result<Skeleton> {
                     "{file}:{n}: `// >>> {marker}` is no marker: expected `// >>> step K (uses): message` or `// >>> solution only`"
                 );
             };
-            let indent = &line[..line.len() - line.trim_start().len()];
-            match uses.len() {
-                0 => {}
-                1 => writeln!(out, "{indent}common::your_code_here({});", uses[0])?,
-                _ => writeln!(out, "{indent}common::your_code_here(({}));", uses.join(", "))?,
-            }
-            let message = message
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('{', "{{")
-                .replace('}', "}}");
-            writeln!(out, "{indent}todo!(\"lab {lab:02} step {step}: {message}\")")?;
+            let indent = line[..line.len() - line.trim_start().len()].to_owned();
+            let uses = match uses.len() {
+                0 => String::new(),
+                1 => format!("{indent}common::your_code_here({});\n", uses[0]),
+                _ => format!("{indent}common::your_code_here(({}));\n", uses.join(", ")),
+            };
             steps.push(step);
-            region = Some(Region::Step { line: n });
+            region = Some(Region::Step(StepRegion {
+                line: n,
+                step,
+                indent,
+                uses,
+                message,
+                fallback: None,
+            }));
             continue;
         }
         if trimmed == "// <<<" {
             match region.take() {
-                Some(Region::Step { .. }) => must_close_block = Some(n),
+                Some(Region::Step(step)) => {
+                    out.push_str(&step.skeleton(lab));
+                    // A todo!() makes what follows it unreachable; the skeleton's own code does not.
+                    if step.fallback.is_none() {
+                        must_close_block = Some(n);
+                    }
+                }
                 Some(Region::SolutionOnly { .. }) => {}
                 None => bail!("{file}:{n}: `// <<<` closes no region"),
             }
@@ -300,7 +424,7 @@ pub fn cut_solutions(text: &str, lab: u32, file: &str) -> Result<Skeleton> {
         out.push_str(line);
         out.push('\n');
     }
-    if let Some(Region::Step { line } | Region::SolutionOnly { line }) = region {
+    if let Some(Region::Step(StepRegion { line, .. }) | Region::SolutionOnly { line }) = region {
         bail!("{file}:{line}: this region is never closed with `// <<<`");
     }
     Ok(Skeleton { text: out, steps })
@@ -443,6 +567,118 @@ fn given() {}
                 .starts_with("f:2: this step region has no message"),
             "{err}"
         );
+    }
+
+    const WITH_FALLBACK: &str = "\
+fn serve(stream: Stream, config: &Config) -> u64 {
+    stream.nodelay();
+    // >>> step 6 (config): bound each line by the message timeout {now}
+    let deadline = config.deadline();
+    serve_until(stream, deadline)
+    // === skeleton
+    // let count = serve_until(stream, None);
+    //
+    // // Each read bounded on its own.
+    // count
+    // <<<
+}
+fn after() {}
+";
+
+    #[test]
+    fn a_skeleton_fallback_replaces_the_todo() {
+        let skeleton = cut_solutions(WITH_FALLBACK, 3, "lib.rs").expect("valid markers");
+        assert_eq!(
+            skeleton.text,
+            "\
+fn serve(stream: Stream, config: &Config) -> u64 {
+    stream.nodelay();
+    // todo!(\"lab 03 step 6: bound each line by the message timeout {now}\")
+    // Until you do step 6, the code from here to `end of step 6` stands in for it.
+    common::your_code_here(config);
+    let count = serve_until(stream, None);
+
+    // Each read bounded on its own.
+    count
+    // end of step 6
+}
+fn after() {}
+"
+        );
+        assert_eq!(skeleton.steps, vec![6]);
+    }
+
+    #[test]
+    fn a_region_with_a_fallback_need_not_end_its_block() {
+        let skeleton = cut_solutions(
+            "fn f() -> u8 {\n    // >>> step 1: x\n    let a = 2;\n    // === skeleton\n    // let a = 1;\n    // <<<\n    a + 1\n}\n",
+            1,
+            "f",
+        )
+        .expect("code after a region with a fallback is reachable");
+        assert_eq!(
+            skeleton
+                .text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>(),
+            ["fn f() -> u8 {", "    let a = 1;", "    a + 1", "}"]
+        );
+        assert!(
+            !skeleton.text.lines().any(|l| l.trim_start().starts_with("todo!")),
+            "{}",
+            skeleton.text
+        );
+    }
+
+    #[test]
+    fn rejects_misplaced_skeleton_markers_with_the_line() {
+        let outside = cut_solutions("fn f() {}\n// === skeleton\n", 1, "lib.rs").expect_err("outside");
+        assert!(
+            outside
+                .to_string()
+                .starts_with("lib.rs:2: `// === skeleton` outside a step region"),
+            "{outside}"
+        );
+        let solution_only = cut_solutions("// >>> solution only\n// === skeleton\n// <<<\n", 1, "f")
+            .expect_err("in a solution-only region");
+        assert!(solution_only.to_string().starts_with("f:2:"), "{solution_only}");
+        let twice = cut_solutions(
+            "fn f() {\n    // >>> step 1: x\n    g()\n    // === skeleton\n    // h()\n    // === skeleton\n    // <<<\n}\n",
+            1,
+            "f",
+        )
+        .expect_err("twice");
+        assert!(twice.to_string().starts_with("f:6: a second"), "{twice}");
+        let nested = cut_solutions(
+            "fn f() {\n    // >>> step 1: x\n    g()\n    // === skeleton\n    // >>> step 2: y\n    // <<<\n}\n",
+            1,
+            "f",
+        )
+        .expect_err("nested in the skeleton code");
+        assert!(
+            nested.to_string().starts_with("f:5: a region opens inside"),
+            "{nested}"
+        );
+        let uncommented = cut_solutions(
+            "fn f() {\n    // >>> step 1: x\n    g()\n    // === skeleton\n    h()\n    // <<<\n}\n",
+            1,
+            "f",
+        )
+        .expect_err("uncommented skeleton code");
+        assert!(
+            uncommented
+                .to_string()
+                .starts_with("f:5: after `// === skeleton` (line 4)"),
+            "{uncommented}"
+        );
+        let unclosed = cut_solutions(
+            "fn f() {\n    // >>> step 1: x\n    // === skeleton\n    // h()\n}\n",
+            1,
+            "f",
+        )
+        .expect_err("unclosed");
+        assert!(unclosed.to_string().starts_with("f:5: after"), "{unclosed}");
     }
 
     #[test]
