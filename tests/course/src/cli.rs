@@ -75,10 +75,17 @@ pub enum Cmd {
         /// The backup folder, e.g. lab-backups/01-udp-2026-12-02_14-03-55.
         backup: PathBuf,
     },
-    /// Run the reference server and clients of a lab on loopback and show the exchange.
+    /// Show a lab's finished programs at work: its server and clients on loopback, with their
+    /// output and the server's log.
+    ///
+    /// Runs the reference solution where it is here; a student handout replays a recording of
+    /// it. `--mine` runs the same exchange with your own programs.
     Demo {
         /// The lab number.
         lab: u32,
+        /// Run your own programs (the lab's package) instead of the reference.
+        #[arg(long)]
+        mine: bool,
     },
     /// Grade every lab's suite on the student's code, with points from the manifests (instructors).
     Grade {

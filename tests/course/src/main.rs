@@ -79,7 +79,7 @@ fn run(command: Cmd) -> Result<bool> {
             solution,
         } => student::test::command(&root, manifest.lab(lab)?, step, all, solution),
         Cmd::Hint { lab, step, all } => student::hint::command(&root, manifest.lab(lab)?, step, all),
-        Cmd::Demo { lab } => student::demo::command(&root, manifest.lab(lab)?),
+        Cmd::Demo { lab, mine } => student::demo::command(&root, manifest.lab(lab)?, mine),
         Cmd::Reset { lab, yes } => student::reset::command(&root, manifest.lab(lab)?, yes),
         Cmd::Restore { backup } => student::reset::restore_command(&root, &manifest, &backup),
         Cmd::Grade { json, junit } => {

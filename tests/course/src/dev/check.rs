@@ -1423,7 +1423,7 @@ impl<'a> Needles<'a> {
 /// tool's sources, no `solutions/`, no instructor guide.
 fn handout_rules(root: &Path, manifest: &Manifest) -> Vec<Problem> {
     let scratch = Scratch::new("check-handout");
-    if let Err(e) = handout::handout(root, manifest, &scratch.0) {
+    if let Err(e) = handout::handout(root, manifest, &scratch.0, handout::Demos::Skip) {
         return vec![Problem::at("", None, format!("cannot build a handout: {e:#}"))];
     }
     let dest = &scratch.0;
@@ -1478,6 +1478,33 @@ fn handout_rules(root: &Path, manifest: &Manifest) -> Vec<Problem> {
                     Some(line_of(&text, at)),
                     "holds a solution marker, `// >>> step`: a handout must not show where solutions go",
                 ));
+            }
+        }
+        // What students read must not send them to solutions or to the maintainers' commands.
+        if file == "README.md" || (file.starts_with("book/src/") && file.ends_with(".md")) {
+            for needle in [
+                "solutions/",
+                "cargo lab dev",
+                "cargo lab grade",
+                "cargo lab handout",
+            ] {
+                // An HTML comment line (a generated file's header) is not shown, and an include
+                // is the include rules' business.
+                let shown = text.lines().enumerate().find(|(_, l)| {
+                    let l = l.trim_start();
+                    !l.starts_with("<!--") && !l.starts_with("{{#") && l.contains(needle)
+                });
+                if let Some((n, _)) = shown {
+                    problems.push(Problem::at(
+                        &file,
+                        Some(n + 1),
+                        format!(
+                            "the handout's copy names `{needle}`, which a student's copy does not have: \
+                             put it between `<!-- repository only -->` and `<!-- end -->` (and the \
+                             student's version in a `<!-- handout only` ... `-->` comment)"
+                        ),
+                    ));
+                }
             }
         }
         for (at, i) in needles.find(&text) {

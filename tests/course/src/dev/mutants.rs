@@ -236,7 +236,11 @@ pub fn command(root: &Path, labs: &[Lab], plan: &Plan) -> Result<bool> {
         _ => "all".to_owned(),
     };
     let scratches: Vec<PathBuf> = (1..=jobs)
-        .map(|j| root.join("target").join("mutants").join(format!("{selection}-job-{j}")))
+        .map(|j| {
+            root.join("target")
+                .join("mutants")
+                .join(format!("{selection}-job-{j}"))
+        })
         .collect();
     runner::with_spinner(format!("preparing {jobs} scratch copies"), || {
         scratches.iter().try_for_each(|s| prepare(root, s))
@@ -379,7 +383,11 @@ fn run_one(root: &Path, scratch: &Path, lab: &Lab, mutant: &Mutant) -> Result<Ou
     let lib = scratch.join(lab.lab_dir()).join("src/lib.rs");
     std::fs::write(&lib, mutated).with_context(|| format!("cannot write {}", lib.display()))?;
     let package = lab.lab_package();
-    let mut built = runner::build_in(scratch, std::slice::from_ref(&package), Some(&scratch.join("target")))?;
+    let mut built = runner::build_in(
+        scratch,
+        std::slice::from_ref(&package),
+        Some(&scratch.join("target")),
+    )?;
     let suite = match built.remove(&package) {
         Some(Ok(suite)) => suite,
         Some(Err(errors)) => return Ok(no_build(errors)),

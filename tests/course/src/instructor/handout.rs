@@ -14,6 +14,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::dev::sync;
 use crate::manifest::Manifest;
+use crate::student::demo::{self, RECORDINGS};
 
 /// Where a handout keeps the pristine skeletons, relative to its root.
 pub const SKELETONS: &str = ".course/skeletons";
@@ -77,7 +78,7 @@ pub fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
 
 /// Runs `cargo lab handout DIR`.
 pub fn command(root: &Path, manifest: &Manifest, dir: &Path) -> Result<bool> {
-    let n = handout(root, manifest, dir)?;
+    let n = handout(root, manifest, dir, Demos::Record)?;
     println!("wrote a student handout of {n} files to {}", dir.display());
     println!(
         "next: cd {} && git init && git add -A && git commit -m 'Handout'",
@@ -86,9 +87,18 @@ pub fn command(root: &Path, manifest: &Manifest, dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Whether [`handout`] records the labs' demos (which builds and runs the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demos {
+    /// Record each lab's demo from a run of the reference, for the handout's `cargo lab demo`.
+    Record,
+    /// Leave them out (`cargo lab dev check`, which builds and runs nothing).
+    Skip,
+}
+
 /// Writes a student handout of the repository at `root` into `dest` (which must not exist, or
 /// be empty). Returns the number of files written.
-pub fn handout(root: &Path, manifest: &Manifest, dest: &Path) -> Result<usize> {
+pub fn handout(root: &Path, manifest: &Manifest, dest: &Path, demos: Demos) -> Result<usize> {
     ensure!(
         root.join("solutions").exists(),
         "this is already a handout (there is no solutions/ here)"
@@ -123,12 +133,28 @@ pub fn handout(root: &Path, manifest: &Manifest, dest: &Path) -> Result<usize> {
                 .map(|l| format!("{l}\n"))
                 .collect::<String>()
                 .into_bytes(),
-            "README.md" => format!("{HANDOUT_NOTE}{}", String::from_utf8(bytes)?).into_bytes(),
+            "README.md" => student_readme(manifest).into_bytes(),
+            _ if rel.starts_with("book/src/") && rel.ends_with(".md") => {
+                student_page(&String::from_utf8(bytes)?)
+                    .with_context(|| format!("in {rel}"))?
+                    .into_bytes()
+            }
             _ => bytes,
         };
         write(&rel, &bytes)?;
     }
     for lab in &manifest.labs {
+        // A handout has no solution code to run, so its `cargo lab demo N` replays a recording
+        // of the reference, made here from a real run.
+        let recording = match demos {
+            Demos::Record => {
+                demo::record(root, lab).with_context(|| format!("recording the demo of {}", lab.name()))?
+            }
+            Demos::Skip => None,
+        };
+        if let Some(text) = recording {
+            write(&format!("{RECORDINGS}/{}.txt", lab.dir_name()), text.as_bytes())?;
+        }
         for file in sync::generate(root, lab)? {
             let rel = file.path.to_string_lossy().replace('\\', "/");
             write(&rel, file.contents.as_bytes())?;
@@ -142,9 +168,115 @@ pub fn handout(root: &Path, manifest: &Manifest, dest: &Path) -> Result<usize> {
     Ok(written)
 }
 
-const HANDOUT_NOTE: &str = "> **Student handout.** The reference solutions and the instructor pages are not part of \
-this copy. `cargo test` runs the grading suites on your labs: they fail until you complete the \
-steps. Start with `cargo lab status`.\n\n";
+/// The handout's README: what the course is, its labs, the set-up and the everyday commands as
+/// they work in a handout, and how grading works. Generated, so it can never promise solutions.
+fn student_readme(manifest: &Manifest) -> String {
+    let labs: String = manifest
+        .labs
+        .iter()
+        .map(|l| {
+            format!(
+                "| {:02} | {} | {} | `labs/{}` |\n",
+                l.number,
+                l.title,
+                l.points(),
+                l.dir_name()
+            )
+        })
+        .collect();
+    let total: u32 = manifest.labs.iter().map(crate::manifest::Lab::points).sum();
+    let first = manifest.labs.first();
+    let package = first.map_or_else(|| "lab01-udp".to_owned(), crate::manifest::Lab::lab_package);
+    format!(
+        "# Sockets in Rust: interprocess communication over the Internet\n\n\
+         Your copy of a hands-on course in network programming with Rust's `std::net` and `socket2`.\n\
+         Lab by lab you write real clients and servers; each lab has a chapter in the book, a skeleton\n\
+         to complete, and a grading suite that explains every failure. All traffic stays on this\n\
+         machine (loopback only).\n\n\
+         | lab | topic | points | your code |\n| --- | --- | --- | --- |\n{labs}\n\
+         ## Set up\n\n\
+         You need Rust (stable, from [rustup](https://rustup.rs)) and git; `python3` is optional. Then,\n\
+         at the root of this folder:\n\n\
+         ```sh\n\
+         cargo lab status    # your progress over all labs, and what to do next\n\
+         cargo test          # every lab's grading suite on your code (it fails until you finish the labs)\n\
+         ```\n\n\
+         `cargo lab` is an alias (in `.cargo/config.toml`) for the course tool in `tests/course`.\n\n\
+         ## Read the book\n\n\
+         ```sh\n\
+         cargo install mdbook --locked\n\
+         mdbook serve book       # then open http://localhost:3000\n\
+         ```\n\n\
+         Start with \"Introduction and set-up\", then the foundations chapters, then Lab 01.\n\n\
+         ## Working on a lab\n\n\
+         1. `cargo lab status` names the next step and the book section to read.\n\
+         2. Write your code in `labs/NN-slug/src/lib.rs`, where the `todo!(\"lab NN step K: ...\")` are.\n\
+         3. `cargo lab watch` runs your current step's tests each time you save, and moves on when the\n   \
+         step passes (`h` hint, `l` steps, `q` quit). `cargo lab test 1 --step 1` runs one step once;\n   \
+         `cargo test -p {package} step1_` is the plain cargo command. `cargo lab hint 1 1` shows one hint at a time.\n\
+         4. `cargo lab demo 1` replays a recording of the finished programs at work; `cargo lab demo 1\n   \
+         --mine` runs the same exchange with yours.\n\
+         5. `cargo lab reset 1` puts a lab back to its skeleton after asking, saving your files in\n   \
+         `lab-backups/` first; `cargo lab restore` puts them back.\n\n\
+         ## Grading\n\n\
+         Each step of a lab is worth the points its manifest (`tests/NN-slug/lab.toml`) gives, {total} in\n\
+         all; a step earns them when all of its tests pass. `cargo lab status` shows where you stand. If\n\
+         your course uses GitHub Classroom, every push runs the same suites step by step\n\
+         (`.github/workflows/classroom.yml`), and the run lists the points of each step. Don't edit the\n\
+         suites in `tests/`: the grader uses its own copy.\n\n\
+         ## Layout\n\n\
+         ```\n\
+         labs/NN-slug/   your code (package labNN-slug): src/lib.rs to complete, src/main.rs given\n\
+         tests/NN-slug/  per lab: the manifest (lab.toml) and the grading suite (suite.rs)\n\
+         tests/course/   the course tool, run as `cargo lab`\n\
+         common/         shared helpers: the ready line, endpoints, test support\n\
+         book/           the book (mdBook)\n\
+         ```\n"
+    )
+}
+
+/// A book page as a handout shows it. Two kinds of HTML comment mark text for one copy only:
+/// `<!-- repository only -->` ... `<!-- end -->` is dropped (text about the reference solutions),
+/// and the inside of a `<!-- handout only` ... `-->` comment, invisible in the repository's
+/// book, becomes visible.
+///
+/// # Errors
+/// A marker left open.
+pub fn student_page(text: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut skipping = false;
+    let mut showing = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if skipping {
+            skipping = trimmed != "<!-- end -->";
+            continue;
+        }
+        if showing {
+            if trimmed == "-->" {
+                showing = false;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        match trimmed {
+            "<!-- repository only -->" => skipping = true,
+            "<!-- handout only" => showing = true,
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    ensure!(
+        !skipping,
+        "a `<!-- repository only -->` block has no `<!-- end -->`"
+    );
+    ensure!(!showing, "a `<!-- handout only` block has no closing `-->` line");
+    Ok(out)
+}
 
 /// The workspace manifest of a handout: no solution packages, and every member a default member.
 fn student_workspace(text: &str) -> Result<String> {
@@ -167,6 +299,26 @@ fn student_workspace(text: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn book_pages_drop_repository_text_and_show_handout_text() {
+        let page = "a\n<!-- repository only -->\nsolutions/ is here\n<!-- end -->\nb\n<!-- handout only\nno solutions here\n-->\nc\n";
+        assert_eq!(student_page(page).expect("valid"), "a\nb\nno solutions here\nc\n");
+        assert!(student_page("<!-- repository only -->\nx\n").is_err());
+        assert!(student_page("<!-- handout only\nx\n").is_err());
+    }
+
+    #[test]
+    fn the_student_readme_promises_no_solutions() {
+        let manifest = Manifest::load(&crate::manifest::fixture_root()).expect("fixture");
+        let text = student_readme(&manifest);
+        assert!(!text.contains("solution"), "{text}");
+        assert!(!text.contains("dev "), "{text}");
+        assert!(
+            text.contains("cargo lab status") && text.contains("cargo lab demo 1\n   --mine"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_student_workspace_drops_solutions_and_default_members() {

@@ -1,52 +1,147 @@
-//! `cargo lab demo N`: the lab's server and clients (from the manifest's `[demo]`) on loopback,
-//! with their commands, output and the server's log.
+//! `cargo lab demo N [--mine]`: the lab's server and clients (from the manifest's `[demo]`) on
+//! loopback, with their commands, output and the server's log.
+//!
+//! Where the reference solutions are (the course repository), `demo N` runs them. A student
+//! handout has no solution code, so `cargo lab handout` records each demo from a real run of the
+//! reference into [`RECORDINGS`], and a handout's `demo N` replays that recording, labelled as
+//! one. `demo N --mine` runs the same exchange with the student's own binary, to compare; on an
+//! unfinished lab it says which part did not work, not a panic.
 
-use std::io::{BufRead, BufReader};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
-use crate::manifest::Lab;
+use crate::manifest::{Demo, Lab};
 
-/// Runs `cargo lab demo`.
-pub fn command(root: &Path, lab: &Lab) -> Result<bool> {
+/// Where a handout keeps the recorded demos, relative to its root: `NN-slug.txt` each.
+pub const RECORDINGS: &str = ".course/demos";
+
+/// How long a demo's server may take to print its ready line: 10 000 ms.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long one client (or peer) run of a demo may take before it is stopped: 30 000 ms.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `cargo lab demo N [--mine]`.
+pub fn command(root: &Path, lab: &Lab, mine: bool) -> Result<bool> {
     let demo = lab
         .demo
         .as_ref()
         .with_context(|| format!("{} has no demo", lab.name()))?;
-    // The reference when it is there; in a student handout, the student's own lab.
-    let package = if root.join(lab.solution_dir()).exists() {
-        lab.solution_package()
-    } else {
-        lab.lab_package()
+    if mine {
+        println!(
+            "Your own {} programs ({}), in the exchange of `cargo lab demo {}`:\n",
+            lab.name(),
+            lab.lab_package(),
+            lab.number
+        );
+        let (text, ok) = run(root, &lab.lab_package(), demo)?;
+        print!("{text}");
+        if !ok {
+            println!(
+                "\nYour programs did not complete the demo yet: `cargo lab status` shows which step is next."
+            );
+        }
+        return Ok(ok);
+    }
+    if root.join(lab.solution_dir()).exists() {
+        let (text, ok) = run(root, &lab.solution_package(), demo)?;
+        print!("{text}");
+        return Ok(ok);
+    }
+    let file = root.join(RECORDINGS).join(format!("{}.txt", lab.dir_name()));
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "no recorded demo at {} (a handout made by `cargo lab handout` has one per lab); \
+             `cargo lab demo {} --mine` runs your own programs",
+            file.display(),
+            lab.number
+        )
+    })?;
+    println!(
+        "A recording of the reference solution (this copy of the course has no solution code).\n\
+         `cargo lab demo {} --mine` runs the same exchange with your programs.\n",
+        lab.number
+    );
+    print!("{text}");
+    Ok(true)
+}
+
+/// Runs the demo of `lab` with the reference solution and returns its transcript, for a
+/// handout's [`RECORDINGS`].
+///
+/// # Errors
+/// When the reference does not build, or its demo fails (a broken reference must not be
+/// recorded).
+pub fn record(root: &Path, lab: &Lab) -> Result<Option<String>> {
+    let Some(demo) = &lab.demo else {
+        return Ok(None);
     };
-    let bin = built_binary(root, &package)?;
+    let package = lab.solution_package();
+    let (text, ok) = run(root, &package, demo)?;
+    ensure!(
+        ok,
+        "the demo of {} failed with the reference {package}:\n{text}",
+        lab.name()
+    );
+    // The student runs the same commands with their own package's name.
+    Ok(Some(text.replace(&package, &lab.lab_package())))
+}
+
+/// Runs `demo` with `package`'s binary; returns what it showed and whether every run succeeded.
+fn run(root: &Path, package: &str, demo: &Demo) -> Result<(String, bool)> {
+    let bin = built_binary(root, package)?;
+    let mut out = String::new();
     let Some(server_args) = &demo.server else {
-        return demo_runs(&bin, &package, &demo.clients, None, demo.parallel);
+        let ok = demo_runs(&mut out, &bin, package, &demo.clients, None, demo.parallel)?;
+        return Ok((out, ok));
     };
-    println!("$ {package} {}", command_line(server_args));
+    let _ = writeln!(out, "$ {package} {}", command_line(server_args));
+    // A panic (a skeleton's `todo!()`) shows as its message, not as a backtrace.
     let mut server = Command::new(&bin)
         .args(server_args)
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    let result = ready_endpoint(&mut server)
-        .and_then(|addr| demo_runs(&bin, &package, &demo.clients, Some(addr), demo.parallel));
+    let log = server.stderr.take().map(read_in_background);
+    let ok = match ready_endpoint(&mut server) {
+        Ok((line, addr)) => {
+            out.push_str(&line);
+            demo_runs(&mut out, &bin, package, &demo.clients, Some(addr), demo.parallel)?
+        }
+        Err(why) => {
+            let _ = writeln!(out, "(the server did not start: {why})");
+            false
+        }
+    };
     // Let the server write its last log lines before it is stopped.
     std::thread::sleep(Duration::from_millis(100));
     let _ = server.kill();
     let _ = server.wait();
-    if let Some(err) = server.stderr.take() {
-        println!("\nthe server's log (stderr):");
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            println!("  {line}");
+    if let Some(log) = log {
+        let text = log.join().unwrap_or_default();
+        out.push_str("\nthe server's log (stderr):\n");
+        for line in text.trim_start_matches('\n').lines() {
+            let _ = writeln!(out, "  {line}");
         }
     }
-    result
+    Ok((out, ok))
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 /// The path of a workspace binary after `cargo build -p <package>`.
@@ -59,13 +154,19 @@ fn built_binary(root: &Path, package: &str) -> Result<PathBuf> {
         .context("cannot run cargo build")?;
     ensure!(status.success(), "cargo build -p {package} failed");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    };
     Ok(target
         .join("debug")
         .join(format!("{package}{}", std::env::consts::EXE_SUFFIX)))
 }
 
-/// Waits up to 10 s for the server's ready line, prints it and returns its endpoint.
-fn ready_endpoint(server: &mut std::process::Child) -> Result<std::net::SocketAddr> {
+/// Waits up to [`READY_WITHIN`] for the server's ready line; returns it and its endpoint, or
+/// why there is none (the server exited: a skeleton's `todo!()`, say).
+fn ready_endpoint(server: &mut Child) -> Result<(String, std::net::SocketAddr)> {
     let out = server.stdout.take().context("server stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -73,16 +174,24 @@ fn ready_endpoint(server: &mut std::process::Child) -> Result<std::net::SocketAd
         let _ = BufReader::new(out).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .context("the server printed no ready line within 10 s")?;
-    print!("{line}");
-    common::ready::parse(&line).with_context(|| format!("not a ready line: {line:?}"))
+    let Ok(line) = rx.recv_timeout(READY_WITHIN) else {
+        bail!("it printed no ready line within {} s", READY_WITHIN.as_secs());
+    };
+    if line.is_empty() {
+        let status = server.wait().ok().and_then(|s| s.code());
+        bail!(
+            "it exited (status {}) before printing its ready line; its log is below",
+            status.map_or_else(|| "killed by a signal".to_owned(), |c| c.to_string())
+        );
+    }
+    let addr = common::ready::parse(&line).with_context(|| format!("not a ready line: {line:?}"))?;
+    Ok((line, addr))
 }
 
 /// Runs the demo's clients (or peers) one after the other, or all at once with `parallel`, and
-/// prints each one's command, output and exit status.
+/// writes each one's command, output and exit status to `out`.
 fn demo_runs(
+    out: &mut String,
     bin: &Path,
     package: &str,
     runs: &[Vec<String>],
@@ -99,6 +208,7 @@ fn demo_runs(
     let start = |args: &Vec<String>| {
         Command::new(bin)
             .args(args)
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,17 +216,25 @@ fn demo_runs(
             .context("cannot start a demo run")
     };
     let mut ok = true;
-    let mut report = |args: &Vec<String>, child: std::process::Child, started: Instant| -> Result<()> {
-        let output = child.wait_with_output().context("a demo run failed")?;
-        println!("\n$ {package} {}", command_line(args));
-        print!("{}", String::from_utf8_lossy(&output.stdout));
-        eprint!("{}", String::from_utf8_lossy(&output.stderr));
-        println!(
-            "  ({} ms, exit status {})",
-            started.elapsed().as_millis(),
-            output.status.code().unwrap_or(-1)
-        );
-        ok &= output.status.success();
+    let mut report = |args: &Vec<String>, child: Child, started: Instant| -> Result<()> {
+        let (stdout, stderr, status) = finish_within(child, RUN_LIMIT)?;
+        let _ = writeln!(out, "\n$ {package} {}", command_line(args));
+        out.push_str(&stdout);
+        out.push_str(&stderr);
+        match status {
+            Some(code) => {
+                let _ = writeln!(
+                    out,
+                    "  ({} ms, exit status {code})",
+                    started.elapsed().as_millis()
+                );
+                ok &= code == 0;
+            }
+            None => {
+                let _ = writeln!(out, "  (stopped after {} s)", RUN_LIMIT.as_secs());
+                ok = false;
+            }
+        }
         Ok(())
     };
     let started = Instant::now();
@@ -131,6 +249,21 @@ fn demo_runs(
         }
     }
     Ok(ok)
+}
+
+/// Waits for a run for at most `limit`, then kills it; its stdout, stderr and exit code (`None`
+/// if it had to be stopped, `-1` when a signal ended it).
+fn finish_within(mut child: Child, limit: Duration) -> Result<(String, String, Option<i32>)> {
+    use wait_timeout::ChildExt;
+    let stdout = child.stdout.take().map(read_in_background);
+    let stderr = child.stderr.take().map(read_in_background);
+    let status = child.wait_timeout(limit).context("waiting for a demo run")?;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = |h: Option<std::thread::JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    Ok((text(stdout), text(stderr), status.map(|s| s.code().unwrap_or(-1))))
 }
 
 fn command_line(args: &[String]) -> String {
