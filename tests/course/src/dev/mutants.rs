@@ -320,11 +320,7 @@ pub fn command(root: &Path, labs: &[Lab], plan: &Plan) -> Result<bool> {
                     println!("           failing tests: {}", o.failed.join(", "));
                 }
             }
-            for line in o
-                .message
-                .lines()
-                .take(if o.verdict == Verdict::Caught { 3 } else { 12 })
-            {
+            for line in shown_lines(&o.message, o.verdict) {
                 println!("           | {line}");
             }
             ok &= o.verdict == Verdict::Caught;
@@ -345,6 +341,24 @@ pub fn command(root: &Path, labs: &[Lab], plan: &Plan) -> Result<bool> {
         if ok { "all caught" } else { "FAILED" }
     );
     Ok(ok)
+}
+
+/// The lines of a failure message worth showing: for a caught mutant, a transcript's `Got:` and
+/// `Why:` lines (its steps are long and the same for every mutant a test catches), else its
+/// first three lines; the first twelve lines otherwise.
+fn shown_lines(message: &str, verdict: Verdict) -> Vec<&str> {
+    if verdict != Verdict::Caught {
+        return message.lines().take(12).collect();
+    }
+    let verdict_lines: Vec<&str> = message
+        .lines()
+        .filter(|l| l.starts_with("Got:") || l.starts_with("Why:"))
+        .collect();
+    if verdict_lines.is_empty() {
+        message.lines().take(3).collect()
+    } else {
+        verdict_lines
+    }
 }
 
 /// Makes `scratch` a copy of the course's files (without build output), writing only the files
