@@ -1,6 +1,7 @@
 //! Builds and runs the labs' grading suites and reads the results from libtest's output.
 //!
-//! Suites are compiled together by one `cargo test --no-run` and their test binaries then run in
+//! Suites are compiled together by one `cargo build --keep-going --test grade-...` (so a lab that
+//! does not compile does not stop the others from building) and their test binaries then run in
 //! parallel: a suite spends most of its time waiting on sockets, so `cargo lab status` costs
 //! about as long as its slowest suite, not the sum of all of them.
 
@@ -61,7 +62,7 @@ pub struct Built {
     pub dir: PathBuf,
 }
 
-/// Builds the grading suites of `packages` with one `cargo test --no-run` (so cargo schedules
+/// Builds the grading suites of `packages` with one `cargo build --keep-going` (so cargo schedules
 /// the compilation of all of them at once, and a package that does not compile does not stop
 /// the others). Returns each package's built suite, or the compiler's first error lines.
 pub fn build(root: &Path, packages: &[String]) -> Result<BTreeMap<String, Result<Built, String>>> {
@@ -81,12 +82,12 @@ pub fn build_in(
         cmd.env("CARGO_TARGET_DIR", dir);
     }
     cmd.current_dir(root)
-        .args(["test", "--no-run", "--no-fail-fast", "--quiet"])
+        .args(["build", "--keep-going", "--quiet"])
         .args(["--message-format", "json"]);
     for p in packages {
         cmd.args(["-p", p, "--test", &format!("grade-{p}")]);
     }
-    let output = cmd.output().context("cannot run cargo test --no-run")?;
+    let output = cmd.output().context("cannot run cargo build")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut built = BTreeMap::new();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();

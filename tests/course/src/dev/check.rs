@@ -1234,7 +1234,14 @@ fn generated_rules(root: &Path, manifest: &Manifest) -> Vec<Problem> {
                 ungenerated.insert(slash(&lab.lab_dir()));
             }
         }
-        expected.extend(sync::hint_files(lab));
+        match sync::lab_files(root, lab) {
+            Ok(files) => expected.extend(files),
+            Err(e) => problems.push(Problem::at(
+                "",
+                None,
+                format!("cannot generate {}'s files: {e:#}", lab.name()),
+            )),
+        }
     }
     let mut generated = BTreeSet::new();
     for file in &expected {

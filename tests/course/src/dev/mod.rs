@@ -8,4 +8,5 @@ pub mod check;
 pub mod mutants;
 pub mod soak;
 pub mod sync;
+pub mod testlist;
 pub mod verify;

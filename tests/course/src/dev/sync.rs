@@ -47,6 +47,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use super::testlist;
 use crate::instructor::classroom;
 use crate::manifest::{Lab, Manifest};
 
@@ -145,6 +146,17 @@ pub fn hint_files(lab: &Lab) -> Vec<Generated> {
         .collect()
 }
 
+/// The files generated for `lab` besides its skeleton: the book's hint files and the suite's
+/// test list ([`testlist`]).
+///
+/// # Errors
+/// When the suite does not parse.
+pub fn lab_files(root: &Path, lab: &Lab) -> Result<Vec<Generated>> {
+    let mut files = hint_files(lab);
+    files.push(testlist::generate(root, lab)?);
+    Ok(files)
+}
+
 /// Where the book's sources are, relative to the root.
 pub const BOOK_SRC: &str = "book/src";
 
@@ -185,7 +197,7 @@ pub fn sync(root: &Path, labs: &[Lab], check: bool) -> Result<Vec<PathBuf>> {
     let mut stale = Vec::new();
     for lab in labs {
         stale.extend(write_or_check(root, generate(root, lab)?, check)?);
-        stale.extend(write_or_check(root, hint_files(lab), check)?);
+        stale.extend(write_or_check(root, lab_files(root, lab)?, check)?);
     }
     Ok(stale)
 }

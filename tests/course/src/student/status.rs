@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{bar, next_step};
+use crate::dev::testlist;
 use crate::manifest::{Lab, Manifest};
 use crate::runner::{self, SuiteRun};
 
@@ -19,7 +20,13 @@ pub fn command(root: &Path, manifest: &Manifest) -> Result<bool> {
     let mut next: Option<(&Lab, usize)> = None;
     let (mut passed_all, mut total_all, mut complete) = (0, 0, 0);
     let mut rows = Vec::new();
-    for (lab, run) in manifest.labs.iter().zip(runs) {
+    for (lab, mut run) in manifest.labs.iter().zip(runs) {
+        if !run.compiled {
+            // A lab that does not build runs no test; its tests still count, as failing.
+            for name in testlist::tests_here(root, lab) {
+                run.results.insert(name, false);
+            }
+        }
         passed_all += run.passed();
         total_all += run.total();
         let step = next_step(lab, &run);
@@ -37,7 +44,7 @@ pub fn command(root: &Path, manifest: &Manifest) -> Result<bool> {
     );
     for (lab, run, step) in &rows {
         let state = if !run.compiled {
-            "does not compile".to_owned()
+            format!("does not compile, 0/{} tests", run.total())
         } else if step.is_none() {
             "complete".to_owned()
         } else {
@@ -50,8 +57,19 @@ pub fn command(root: &Path, manifest: &Manifest) -> Result<bool> {
         let state = format!("{state}, {earned}/{} points", lab.points());
         lab_row(lab, run, &state)?;
         if !run.compiled {
-            println!("        {}", run.compile_errors.replace('\n', "\n        "));
-            continue;
+            // The first error and where it is; `cargo build` shows them all.
+            for line in run
+                .compile_errors
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(2)
+            {
+                println!("        {}", line.trim_end());
+            }
+            println!(
+                "        (all the errors: cargo build -p {} --tests)",
+                lab.lab_package()
+            );
         }
         for (k, s) in lab.steps.iter().enumerate() {
             let (p, t) = run.step(k + 1);
