@@ -117,6 +117,8 @@ fn a_removed_anchor_is_named_with_the_include() {
     let dir = c.path();
     let include = line_of(dir, "book/src/lab01-echo.md", "lib.rs:double");
     edit(dir, "solutions/01-echo/src/lib.rs", "// ANCHOR: double\n", "");
+    // The book includes the listing that sync writes from the skeleton.
+    assert!(course(dir, &["dev", "sync"]).0, "dev sync on the fixture");
     check_fails_with(
         dir,
         &[
@@ -124,6 +126,19 @@ fn a_removed_anchor_is_named_with_the_include() {
             "no `ANCHOR: double` line",
         ],
     );
+}
+
+#[test]
+fn an_include_from_the_students_working_copy_is_refused() {
+    let c = fixture();
+    let dir = c.path();
+    edit(
+        dir,
+        "book/src/lab01-echo.md",
+        "listings/01-echo/lib.rs:double",
+        "../../labs/01-echo/src/lib.rs:double",
+    );
+    check_fails_with(dir, &["book/src/lab01-echo.md:8:", "includes from labs/, the student's working copy"]);
 }
 
 #[test]

@@ -1095,6 +1095,14 @@ fn include_rules(root: &Path, md: &str, text: &str) -> Vec<Problem> {
     let mut problems = Vec::new();
     for inc in includes(text) {
         let at = |message: String| Problem::at(&md_rel, Some(inc.line), message);
+        if inc.path.replace('\\', "/").split('/').any(|part| part == "labs") {
+            problems.push(at(format!(
+                "{{{{#{} {}}}}} includes from labs/, the student's working copy, whose code the book \
+                 would then show: include the pristine listing, listings/NN-slug/FILE.rs, that `cargo lab dev sync` writes",
+                inc.kind, inc.path
+            )));
+            continue;
+        }
         let file = base.join(&inc.path);
         let Ok(source) = std::fs::read_to_string(&file) else {
             problems.push(at(format!(

@@ -5,6 +5,7 @@
 //! and `soak` (the reference suites many times, in parallel, under load).
 
 pub mod check;
+pub mod listings;
 pub mod mutants;
 pub mod soak;
 pub mod sync;

@@ -47,7 +47,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::testlist;
+use super::{listings, testlist};
 use crate::instructor::classroom;
 use crate::manifest::{Lab, Manifest};
 
@@ -146,14 +146,15 @@ pub fn hint_files(lab: &Lab) -> Vec<Generated> {
         .collect()
 }
 
-/// The files generated for `lab` besides its skeleton: the book's hint files and the suite's
-/// test list ([`testlist`]).
+/// The files generated for `lab` besides its skeleton: the book's hint files, the suite's test
+/// list ([`testlist`]) and the book's listings of the skeleton ([`listings`]).
 ///
 /// # Errors
 /// When the suite does not parse.
 pub fn lab_files(root: &Path, lab: &Lab) -> Result<Vec<Generated>> {
     let mut files = hint_files(lab);
     files.push(testlist::generate(root, lab)?);
+    files.extend(listings::generate(root, lab, &generate(root, lab)?)?);
     Ok(files)
 }
 
@@ -467,8 +468,24 @@ fn parse_step_marker(marker: &str) -> Option<(usize, Vec<String>, String)> {
 
 /// Formats Rust source with rustfmt (edition 2024, the repository's rustfmt.toml).
 fn rustfmt(root: &Path, source: &str) -> Result<String> {
-    let mut child = Command::new("rustfmt")
-        .args(["--edition", "2024", "--emit", "stdout"])
+    rustfmt_with(root, source, None)
+}
+
+/// Formats Rust source with rustfmt for the book's page: lines of at most `width` columns.
+///
+/// # Errors
+/// When rustfmt cannot run or fails.
+pub fn rustfmt_width(root: &Path, source: &str, width: usize) -> Result<String> {
+    rustfmt_with(root, source, Some(&format!("max_width={width}")))
+}
+
+fn rustfmt_with(root: &Path, source: &str, config: Option<&str>) -> Result<String> {
+    let mut cmd = Command::new("rustfmt");
+    cmd.args(["--edition", "2024", "--emit", "stdout"]);
+    if let Some(config) = config {
+        cmd.args(["--config", config]);
+    }
+    let mut child = cmd
         .current_dir(root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
