@@ -129,6 +129,25 @@ fn a_removed_anchor_is_named_with_the_include() {
 }
 
 #[test]
+fn an_ignored_rust_block_must_be_an_included_fragment() {
+    let c = fixture();
+    let dir = c.path();
+    edit(
+        dir,
+        "book/src/lab01-echo.md",
+        "{{#include listings/01-echo/lib.rs:double}}",
+        "let x = 1;",
+    );
+    check_fails_with(
+        dir,
+        &[
+            "book/src/lab01-echo.md:7:",
+            "a `rust,ignore` block that is not an included fragment",
+        ],
+    );
+}
+
+#[test]
 fn an_include_from_the_students_working_copy_is_refused() {
     let c = fixture();
     let dir = c.path();
@@ -138,7 +157,13 @@ fn an_include_from_the_students_working_copy_is_refused() {
         "listings/01-echo/lib.rs:double",
         "../../labs/01-echo/src/lib.rs:double",
     );
-    check_fails_with(dir, &["book/src/lab01-echo.md:8:", "includes from labs/, the student's working copy"]);
+    check_fails_with(
+        dir,
+        &[
+            "book/src/lab01-echo.md:8:",
+            "includes from labs/, the student's working copy",
+        ],
+    );
 }
 
 #[test]

@@ -16,7 +16,9 @@
 //! - every "§ Heading" cited in a suite or a solution is a heading of the book, of lab NN's
 //!   chapter for "Lab NN § Heading" ([`citation_rules`]);
 //! - every `{{#include file:anchor}}` (and `rustdoc_include`, `playground`) of the book names a
-//!   file that exists and an anchor that file has, never a line range ([`include_rules`]);
+//!   file that exists and an anchor that file has, never a line range and never the student's
+//!   `labs/` ([`include_rules`]); a `rust,ignore` block is only an included fragment
+//!   ([`ignore_rules`]);
 //! - the solution markers are valid ([`marker_rules`]) and `labs/`, the hint files and the
 //!   Classroom files are exactly what `cargo lab dev sync` generates ([`generated_rules`]);
 //! - every mutant of a lab's bug zoo parses, applies to the current solution, and names suite
@@ -86,6 +88,7 @@ pub fn check(root: &Path) -> Vec<Problem> {
     let mut problems = book.problems.clone();
     for (rel, text) in &book.files {
         problems.extend(include_rules(root, rel, text));
+        problems.extend(ignore_rules(rel, text));
     }
     let manifest = match Manifest::load(root) {
         Ok(m) => Some(m),
@@ -1084,6 +1087,39 @@ fn includes(markdown: &str) -> Vec<Include> {
 
 /// Every include of `book/src/<md>` names a file that exists and, with an anchor, an anchor
 /// that file opens and closes around some lines; line ranges are refused (they rot silently).
+/// A ```` ```rust,ignore ```` block holds only an included fragment (a listing's or a
+/// solution's anchor, which cannot compile alone); any other Rust block must compile, so that
+/// `mdbook test` proves it.
+fn ignore_rules(md: &str, text: &str) -> Vec<Problem> {
+    let md_rel = format!("{BOOK_SRC}/{md}");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut problems = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim() != "```rust,ignore" {
+            continue;
+        }
+        let body: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.trim() != "```")
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let fragment = !body.is_empty()
+            && body
+                .iter()
+                .all(|l| l.starts_with("{{#include ") && l.contains(".rs:"));
+        if !fragment {
+            problems.push(Problem::at(
+                &md_rel,
+                Some(i + 1),
+                "a `rust,ignore` block that is not an included fragment: make it compile (and `mdbook test` \
+                 checks it), or include it from a file by anchor",
+            ));
+        }
+    }
+    problems
+}
+
 fn include_rules(root: &Path, md: &str, text: &str) -> Vec<Problem> {
     let md_rel = format!("{BOOK_SRC}/{md}");
     let base = root
