@@ -450,8 +450,10 @@ pub fn fork_process() -> io::Result<ForkResult> {
         let threads = std::fs::read_dir("/proc/self/task")?.count();
         if threads != 1 {
             return Err(io::Error::other(format!(
-                "refusing to fork a process with {threads} threads (only the forking thread would \
-                 exist in the child, and locks the others hold would stay locked forever)"
+                "refusing to fork a process with {threads} threads (only the \
+                forking thread would \
+                 exist in the child, and locks the others hold would stay \
+                 locked forever)"
             )));
         }
     }

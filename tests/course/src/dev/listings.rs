@@ -117,13 +117,14 @@ fn wrap_comments(text: &str, width: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = String::with_capacity(text.len());
     let mut in_fence = false;
+    let mut continued = false;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
         let Some((indent, marker, body)) =
             comment(line).filter(|_| !line.trim_start().starts_with("// ANCHOR"))
         else {
-            push_code_line(&mut out, line, width);
+            continued = push_code_line(&mut out, line, width, continued);
             i += 1;
             continue;
         };
@@ -182,24 +183,29 @@ fn wrap_comments(text: &str, width: usize) -> String {
     out
 }
 
-/// Pushes a code line; a string literal alone on an over-long line (a `todo!()` message) is
-/// split with `\` continuations, which leave the string as it was.
-fn push_code_line(out: &mut String, line: &str, width: usize) {
+/// Pushes a code line. An over-long line of a string literal (a `todo!()` message, a long
+/// error text) is split with `\` continuations, which leave the string as it was: a line that
+/// opens a literal (`"...`) or continues one (after a line ending in `\`), and ends it (`"`,
+/// `",`, `")`, `"),`, `");`) or continues it (`\`). `continued` says whether the line before
+/// ended in a continuation; the return value says whether this one does.
+fn push_code_line(out: &mut String, line: &str, width: usize, continued: bool) -> bool {
     let trimmed = line.trim_start();
+    let ends_continued = trimmed.ends_with('\\');
     let indent = &line[..line.len() - trimmed.len()];
-    let literal = trimmed.strip_suffix(',').unwrap_or(trimmed);
-    let comma = if literal.len() < trimmed.len() { "," } else { "" };
-    if line.chars().count() <= width
-        || literal.len() < 2
-        || !literal.starts_with('"')
-        || !literal.ends_with('"')
-    {
+    let opens = trimmed.starts_with('"');
+    let tail = ["\");", "\"),", "\")", "\",", "\""]
+        .into_iter()
+        .find(|t| trimmed.ends_with(t) && trimmed.len() > t.len())
+        .filter(|_| !ends_continued);
+    let splittable = (opens || continued) && (ends_continued || tail.is_some());
+    if line.chars().count() <= width || !splittable {
         out.push_str(line);
         out.push('\n');
-        return;
+        return ends_continued;
     }
-    let inner = &literal[1..literal.len() - 1];
-    // Each piece but the last ends in "\" and keeps its trailing space inside the string.
+    let start = usize::from(opens);
+    let end = trimmed.len() - tail.map_or(1, str::len);
+    let inner = &trimmed[start..end];
     let room = width.saturating_sub(indent.len() + 3).max(20);
     let mut pieces: Vec<String> = Vec::new();
     let mut current = String::new();
@@ -211,14 +217,15 @@ fn push_code_line(out: &mut String, line: &str, width: usize) {
     }
     pieces.push(current);
     for (k, piece) in pieces.iter().enumerate() {
-        let open = if k == 0 { "\"" } else { "" };
-        let close = if k + 1 == pieces.len() {
-            format!("\"{comma}")
-        } else {
-            "\\".to_owned()
+        let open = if k == 0 && opens { "\"" } else { "" };
+        let close = match (k + 1 == pieces.len(), tail) {
+            (true, Some(t)) => t,
+            _ => "\\",
         };
+        // A piece continued on the next line keeps its trailing space inside the string.
         out.push_str(&format!("{indent}{open}{piece}{close}\n"));
     }
+    ends_continued
 }
 
 #[cfg(test)]
