@@ -23,7 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ANCHOR: resolve
     for addr in "localhost:6789".to_socket_addrs()? {
-        println!("localhost:6789 -> {addr}"); // perhaps [::1]:6789, then 127.0.0.1:6789
+        // Perhaps [::1]:6789 first, then 127.0.0.1:6789.
+        println!("localhost:6789 -> {addr}");
     }
     // ANCHOR_END: resolve
     Ok(())
