@@ -122,11 +122,15 @@ pub struct RelayArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub drop_first: u64,
     /// Probability (0 to 1) of dropping each datagram, both ways.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = probability)]
     pub drop: f64,
     /// Probability (0 to 1) of delivering a datagram twice, both ways.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = probability)]
     pub duplicate: f64,
+    /// Probability (0 to 1) of holding a datagram back and delivering it after the next one,
+    /// both ways.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = probability)]
+    pub reorder: f64,
     /// Delay added to every datagram, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub delay: u64,

@@ -12,6 +12,7 @@ pub fn command(args: &RelayArgs) -> Result<bool> {
     let to_client = common::relay::Faults {
         drop: args.drop,
         duplicate: args.duplicate,
+        reorder: args.reorder,
         delay: Duration::from_millis(args.delay),
         ..Default::default()
     };
@@ -55,4 +56,45 @@ fn relay(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{Cli, Cmd};
+
+    fn relay_args(extra: &[&str]) -> Result<crate::cli::RelayArgs, clap::Error> {
+        let args = ["cargo lab", "relay", "--server", "127.0.0.1:6789"];
+        match Cli::try_parse_from(args.iter().chain(extra))?.command {
+            Cmd::Relay(args) => Ok(args),
+            other => panic!("not the relay command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reorder_is_a_probability_like_drop_and_duplicate() {
+        let args = relay_args(&["--reorder", "0.25", "--drop", "0.5"]).expect("valid");
+        assert_eq!((args.reorder, args.drop, args.duplicate), (0.25, 0.5, 0.0));
+        assert_eq!(
+            relay_args(&[]).expect("valid").reorder,
+            0.0,
+            "no reordering by default"
+        );
+        let err = relay_args(&["--reorder", "1.5"]).expect_err("out of range");
+        assert!(
+            err.to_string().contains("not a probability between 0 and 1"),
+            "{err}"
+        );
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("relay")
+            .expect("the relay command")
+            .render_long_help()
+            .to_string();
+        for flag in ["--drop <P>", "--duplicate <P>", "--reorder <P>"] {
+            assert!(help.contains(flag), "{flag} in:\n{help}");
+        }
+        assert!(help.contains("delivering it after the next one"), "{help}");
+    }
 }

@@ -1,21 +1,30 @@
 //! `cargo lab demo N [--mine]`: the lab's server and clients (from the manifest's `[demo]`) on
 //! loopback, with their commands, output and the server's log.
 //!
+//! A demo is one or more scenes (`[demo]`, then each `[[demo.then]]`), run one after the other
+//! under their `== title ==` headings. Each scene starts its own server and waits for its ready
+//! line, optionally puts a seeded lossy relay (`common::relay::UdpRelay`, in this process) in
+//! front of it and shows the relay's faults, runs the clients (`{addr}`: the server, `{relay}`:
+//! the relay), shows the relay's counters, then stops the server and shows its log.
+//!
 //! Where the reference solutions are (the course repository), `demo N` runs them. A student
-//! handout has no solution code, so `cargo lab handout` records each demo from a real run of the
-//! reference into [`RECORDINGS`], and a handout's `demo N` replays that recording, labelled as
-//! one. `demo N --mine` runs the same exchange with the student's own binary, to compare; on an
-//! unfinished lab it says which part did not work, not a panic.
+//! handout has no solution code, so `cargo lab handout` records each demo (every scene) from a
+//! real run of the reference into [`RECORDINGS`], and a handout's `demo N` replays that
+//! recording, labelled as one. `demo N --mine` runs the same scenes with the student's own
+//! binary, to compare; on an unfinished lab it says which part did not work, not a panic.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::relay::UdpRelay;
 
-use crate::manifest::{Demo, Lab};
+use crate::manifest::{self, Demo, Lab, Scene};
 
 /// Where a handout keeps the recorded demos, relative to its root: `NN-slug.txt` each.
 pub const RECORDINGS: &str = ".course/demos";
@@ -25,6 +34,12 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long one client (or peer) run of a demo may take before it is stopped: 30 000 ms.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long a relay's counters must stay unchanged before the demo shows them: 50 ms.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// The longest a demo waits for a relay's counters to settle: 1 000 ms.
+const SETTLE_WITHIN: Duration = Duration::from_secs(1);
 
 /// Runs `cargo lab demo N [--mine]`.
 pub fn command(root: &Path, lab: &Lab, mine: bool) -> Result<bool> {
@@ -71,8 +86,8 @@ pub fn command(root: &Path, lab: &Lab, mine: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// Runs the demo of `lab` with the reference solution and returns its transcript, for a
-/// handout's [`RECORDINGS`].
+/// Runs the demo of `lab` (all of its scenes) with the reference solution and returns its
+/// transcript, for a handout's [`RECORDINGS`]; `None` when the lab has no demo.
 ///
 /// # Errors
 /// When the reference does not build, or its demo fails (a broken reference must not be
@@ -92,17 +107,37 @@ pub fn record(root: &Path, lab: &Lab) -> Result<Option<String>> {
     Ok(Some(text.replace(&package, &lab.lab_package())))
 }
 
-/// Runs `demo` with `package`'s binary; returns what it showed and whether every run succeeded.
+/// Runs every scene of `demo` with `package`'s binary, one after the other; returns what they
+/// showed and whether every scene succeeded (its server started, its relay too, and every run
+/// exited with status 0). A scene that fails does not stop the next one.
+///
+/// # Errors
+/// When the binary does not build, or a process cannot be started at all.
 fn run(root: &Path, package: &str, demo: &Demo) -> Result<(String, bool)> {
     let bin = built_binary(root, package)?;
     let mut out = String::new();
-    let Some(server_args) = &demo.server else {
-        let ok = demo_runs(&mut out, &bin, package, &demo.clients, None, demo.parallel)?;
-        return Ok((out, ok));
+    let mut ok = true;
+    for (k, scene) in demo.scenes.iter().enumerate() {
+        if k > 0 {
+            out.push('\n');
+        }
+        if let Some(title) = &scene.title {
+            let _ = writeln!(out, "== {title} ==\n");
+        }
+        ok &= run_scene(&mut out, &bin, package, scene)?;
+    }
+    Ok((out, ok))
+}
+
+/// Runs one scene: its server (started, ready line awaited, stopped and reaped, its log shown),
+/// the relay in front of it, and its client runs. Returns whether all of that worked.
+fn run_scene(out: &mut String, bin: &Path, package: &str, scene: &Scene) -> Result<bool> {
+    let Some(server_args) = &scene.server else {
+        return demo_runs(out, bin, package, &scene.clients, &[], scene.parallel);
     };
     let _ = writeln!(out, "$ {package} {}", command_line(server_args));
     // A panic (a skeleton's `todo!()`) shows as its message, not as a backtrace.
-    let mut server = Command::new(&bin)
+    let mut server = Command::new(bin)
         .args(server_args)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
@@ -114,7 +149,17 @@ fn run(root: &Path, package: &str, demo: &Demo) -> Result<(String, bool)> {
     let ok = match ready_endpoint(&mut server) {
         Ok((line, addr)) => {
             out.push_str(&line);
-            demo_runs(&mut out, &bin, package, &demo.clients, Some(addr), demo.parallel)?
+            match &scene.relay {
+                None => demo_runs(
+                    out,
+                    bin,
+                    package,
+                    &scene.clients,
+                    &[("{addr}", addr)],
+                    scene.parallel,
+                )?,
+                Some(relay) => relayed_runs(out, bin, package, scene, addr, relay)?,
+            }
         }
         Err(why) => {
             let _ = writeln!(out, "(the server did not start: {why})");
@@ -132,7 +177,64 @@ fn run(root: &Path, package: &str, demo: &Demo) -> Result<(String, bool)> {
             let _ = writeln!(out, "  {line}");
         }
     }
-    Ok((out, ok))
+    Ok(ok)
+}
+
+/// Starts the scene's relay in front of the server at `addr` (the same faults both ways), runs
+/// the clients with `{relay}` standing for the relay and `{addr}` for the server, then shows the
+/// relay's counters. Returns whether the relay started and every run succeeded.
+fn relayed_runs(
+    out: &mut String,
+    bin: &Path,
+    package: &str,
+    scene: &Scene,
+    addr: SocketAddr,
+    relay: &manifest::Relay,
+) -> Result<bool> {
+    let faults = relay.faults();
+    let udp = match UdpRelay::start(addr, faults.clone(), faults, relay.seed) {
+        Ok(udp) => udp,
+        Err(e) => {
+            let _ = writeln!(out, "(the relay did not start in front of {addr}: {e})");
+            return Ok(false);
+        }
+    };
+    let _ = writeln!(
+        out,
+        "relay on {} in front of the server: {}, seed {} (both directions)",
+        udp.addr(),
+        relay.describe(),
+        relay.seed
+    );
+    let endpoints = [("{addr}", addr), ("{relay}", udp.addr())];
+    let ok = demo_runs(out, bin, package, &scene.clients, &endpoints, scene.parallel)?;
+    let (forwarded, dropped) = settled_counts(&udp);
+    let _ = writeln!(
+        out,
+        "\nthe relay forwarded {forwarded} datagram{} and dropped {dropped}",
+        if forwarded == 1 { "" } else { "s" }
+    );
+    Ok(ok)
+}
+
+/// The relay's counters (datagrams forwarded, dropped) once they have stopped changing: a
+/// duplicate or a late reply may still be on its way when the last client exits. Waits for
+/// [`SETTLE`] without a change, at most [`SETTLE_WITHIN`].
+fn settled_counts(relay: &UdpRelay) -> (u64, u64) {
+    let counts = || {
+        let stats = relay.stats();
+        (stats.forwarded.load(Relaxed), stats.dropped.load(Relaxed))
+    };
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    let mut last = counts();
+    loop {
+        std::thread::sleep(SETTLE);
+        let now = counts();
+        if now == last || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// Reads a pipe to its end on a thread of its own.
@@ -166,7 +268,7 @@ fn built_binary(root: &Path, package: &str) -> Result<PathBuf> {
 
 /// Waits up to [`READY_WITHIN`] for the server's ready line; returns it and its endpoint, or
 /// why there is none (the server exited: a skeleton's `todo!()`, say).
-fn ready_endpoint(server: &mut Child) -> Result<(String, std::net::SocketAddr)> {
+fn ready_endpoint(server: &mut Child) -> Result<(String, SocketAddr)> {
     let out = server.stdout.take().context("server stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -188,21 +290,29 @@ fn ready_endpoint(server: &mut Child) -> Result<(String, std::net::SocketAddr)> 
     Ok((line, addr))
 }
 
-/// Runs the demo's clients (or peers) one after the other, or all at once with `parallel`, and
-/// writes each one's command, output and exit status to `out`.
+/// Runs a scene's clients (or peers) one after the other, or all at once with `parallel`, and
+/// writes each one's command, output and exit status to `out`. In their arguments, each
+/// placeholder of `endpoints` (`{addr}`, `{relay}`) becomes its endpoint.
 fn demo_runs(
     out: &mut String,
     bin: &Path,
     package: &str,
     runs: &[Vec<String>],
-    addr: Option<std::net::SocketAddr>,
+    endpoints: &[(&str, SocketAddr)],
     parallel: bool,
 ) -> Result<bool> {
     let runs: Vec<Vec<String>> = runs
         .iter()
         .map(|args| {
-            let endpoint = addr.map(|a| a.to_string()).unwrap_or_default();
-            args.iter().map(|a| a.replace("{addr}", &endpoint)).collect()
+            args.iter()
+                .map(|arg| {
+                    endpoints
+                        .iter()
+                        .fold(arg.clone(), |arg, (placeholder, endpoint)| {
+                            arg.replace(placeholder, &endpoint.to_string())
+                        })
+                })
+                .collect()
         })
         .collect();
     let start = |args: &Vec<String>| {
