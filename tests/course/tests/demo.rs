@@ -94,14 +94,12 @@ fn every_scene_runs_with_its_own_server_and_relay() {
 
     // Scene 1: the server, then the relay in front of it, its clients, its counters, its log.
     let server = port_after(scene1, 0, "listening on ");
-    let relay = port_after(scene1, 0, "relay on ");
+    let relay = port_after(scene1, 0, "relay ");
     assert_ne!(relay, server, "the relay has a port of its own:\n{scene1}");
     let relay_line = position(
         scene1,
         position(scene1, 0, "listening on "),
-        &format!(
-            "relay on 127.0.0.1:{relay} in front of the server: drops 30%, duplicates 30%, seed 3 (both directions)\n"
-        ),
+        &format!("relay 127.0.0.1:{relay} before the server, both ways: drops 30%, duplicates 30%, seed 3\n"),
     );
     let through = position(
         scene1,
@@ -126,7 +124,7 @@ fn every_scene_runs_with_its_own_server_and_relay() {
 
     // Scene 2: a new server, a new relay that duplicates everything, exact counters.
     let server2 = port_after(scene2, 0, "listening on ");
-    let relay2 = port_after(scene2, 0, "relay on ");
+    let relay2 = port_after(scene2, 0, "relay ");
     assert!(
         server2 != server && relay2 != relay && relay2 != server2,
         "scene 2 has its own server and relay:\n{out}"
@@ -134,9 +132,7 @@ fn every_scene_runs_with_its_own_server_and_relay() {
     position(
         scene2,
         0,
-        &format!(
-            "relay on 127.0.0.1:{relay2} in front of the server: duplicates 100%, seed 1 (both directions)\n"
-        ),
+        &format!("relay 127.0.0.1:{relay2} before the server, both ways: duplicates 100%, seed 1\n"),
     );
     let ask = position(
         scene2,
@@ -234,9 +230,9 @@ fn a_handout_records_every_scene() {
     let _ = std::fs::remove_dir_all(&dir);
     for expected in [
         "== through a lossy relay ==",
-        "drops 30%, duplicates 30%, seed 3 (both directions)",
+        "both ways: drops 30%, duplicates 30%, seed 3",
         "== every datagram twice ==",
-        "duplicates 100%, seed 1 (both directions)",
+        "both ways: duplicates 100%, seed 1",
         "$ lab01-echo serve",
         "$ lab01-echo ask 127.0.0.1:",
     ] {

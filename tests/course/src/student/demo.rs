@@ -201,7 +201,7 @@ fn relayed_runs(
     };
     let _ = writeln!(
         out,
-        "relay on {} in front of the server: {}, seed {} (both directions)",
+        "relay {} before the server, both ways: {}, seed {}",
         udp.addr(),
         relay.describe(),
         relay.seed
