@@ -2272,6 +2272,32 @@ mod unix {
         }
     }
 
+    /// Waits until the server `pid` is asleep in a system call, twice 20 ms apart: back in its
+    /// accept loop's wait for a connection after the log line the test has just read. A test
+    /// that signals the server, or lets a child exit, while the server is still on its way back
+    /// from the fork would give a loop that blocks in accept the chance to notice on the way.
+    fn await_server_waiting(pid: u32) {
+        #[cfg(target_os = "linux")]
+        {
+            let deadline = Instant::now() + SETTLE;
+            let mut asleep = 0;
+            while asleep < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "test set-up: server {pid} never went back to waiting for a connection"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+                asleep = if process_state(pid) == Some('S') {
+                    asleep + 1
+                } else {
+                    0
+                };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     /// Waits until process `pid` has exited and is a zombie (not yet reaped).
     fn await_zombie(pid: u32) {
         #[cfg(target_os = "linux")]
@@ -2835,6 +2861,7 @@ mod unix {
             "a child serves the client",
         );
         let pid = logged_children(&t, &server, 1)[0];
+        await_server_waiting(server.id());
         drop(client);
         t.step(format_args!(
             "client 1 closed its connection: child {pid} reads end of stream and exits; no other \
@@ -3291,6 +3318,7 @@ mod unix {
             );
         }
         let children = logged_children(&t, &server, 2);
+        await_server_waiting(server.id());
         kill(Pid::from_raw(server.id() as i32), signal).expect("signal the server");
         t.step(format_args!(
             "sent {signal} to the server {}; the two clients stay idle",
