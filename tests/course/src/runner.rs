@@ -66,7 +66,7 @@ pub struct Built {
 /// the compilation of all of them at once, and a package that does not compile does not stop
 /// the others). Returns each package's built suite, or the compiler's first error lines.
 pub fn build(root: &Path, packages: &[String]) -> Result<BTreeMap<String, Result<Built, String>>> {
-    build_in(root, packages, None)
+    build_in(root, packages, None, &[])
 }
 
 /// [`build`] with cargo's build output in `target` instead of the workspace's own (or
@@ -75,6 +75,7 @@ pub fn build_in(
     root: &Path,
     packages: &[String],
     target: Option<&Path>,
+    config: &[String],
 ) -> Result<BTreeMap<String, Result<Built, String>>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
@@ -84,6 +85,9 @@ pub fn build_in(
     cmd.current_dir(root)
         .args(["build", "--keep-going", "--quiet"])
         .args(["--message-format", "json"]);
+    for c in config {
+        cmd.args(["--config", c]);
+    }
     for p in packages {
         cmd.args(["-p", p, "--test", &format!("grade-{p}")]);
     }
