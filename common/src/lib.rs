@@ -5,6 +5,7 @@
 //!   running out of descriptors (Labs 02, 03 and 05).
 //! - [`ready`]: the `listening on IP:PORT` line every server prints first.
 //! - [`endpoint`]: parsing `HOST:PORT` arguments with the system resolver.
+//! - [`cli`]: the bound every millisecond option of the labs' command lines shares.
 //! - [`testing`]: support for the grading suites (timeouts, child-process guards, deadlines,
 //!   UDP and TCP sockets on loopback with timeouts set).
 //! - [`relay`]: a seeded UDP relay that drops, duplicates, reorders, delays or truncates
@@ -18,6 +19,7 @@
 //! classifies errors for them, as a given helper).
 
 pub mod accept;
+pub mod cli;
 pub mod descriptors;
 pub mod endpoint;
 pub mod ready;

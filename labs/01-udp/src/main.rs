@@ -61,7 +61,7 @@ enum Command {
         server: Endpoint,
         /// How long to wait for the reply to each attempt, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 1000,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         timeout: u64,
         /// How many times to send the request again after a timeout.
         #[arg(long, default_value_t = 2)]

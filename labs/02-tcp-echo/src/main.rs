@@ -80,13 +80,13 @@ enum Command {
         max_line: u32,
         /// Close a connection whose client stays silent this long, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         idle_timeout: u64,
         /// With --framing line or utf, close a connection whose line or frame takes longer than
         /// this to arrive and be echoed, in milliseconds: bounds a client that trickles a
         /// message (or drains its reply) slowly. Raw framing has no messages and ignores it.
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         message_timeout: u64,
         /// Exit after this many connections (default: serve forever).
         #[arg(long, value_name = "N")]
@@ -105,7 +105,7 @@ enum Command {
         framing: FramingArg,
         /// How long to wait to connect and for each reply, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 5000,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         timeout: u64,
         /// Longest reply accepted with --framing raw, in bytes; a server that sends more is an
         /// error (the client stops reading after one byte more). Line replies are capped at

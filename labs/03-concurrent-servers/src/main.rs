@@ -86,13 +86,13 @@ enum Command_ {
         max_clients: usize,
         /// Close a connection whose client stays silent this long, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         idle_timeout: u64,
         /// Close a connection whose line takes longer than this to arrive and be echoed, in
         /// milliseconds: bounds a client that trickles a line (or drains its echo) slowly, which
         /// the idle timeout, reset by every byte, does not.
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         message_timeout: u64,
         /// Stop accepting after this many connections, wait for the clients being served, and
         /// exit (default: serve forever).
@@ -146,26 +146,31 @@ struct BenchArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     duration_limit: Duration,
     /// Limit on each connect, send and reply, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
     timeout: u64,
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
-/// Parses `500ms`, `30s`, `2m` (a bare number is seconds).
+/// Parses `500ms`, `30s`, `2m` (a bare number is seconds), at most an hour
+/// ([`common::cli::MAX_MS`]): a longer load test is a typo.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration such as 500ms, 30s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{text}`: the unit must be ms, s or m")),
-    }
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
+    };
+    n.checked_mul(ms_per_unit)
+        .filter(|ms| *ms <= common::cli::MAX_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is longer than an hour, the longest load test"))
 }
 
 fn main() -> ExitCode {

@@ -80,11 +80,13 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..))]
         history_size: u32,
         /// How long the history keeps an entry, in milliseconds (at-most-once).
-        #[arg(long, value_name = "MS", default_value_t = 60_000)]
+        #[arg(long, value_name = "MS", default_value_t = 60_000,
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         history_ttl: u64,
         /// Make every execution take this long, in milliseconds, so that retransmissions arrive
         /// while the server is still working.
-        #[arg(long, value_name = "MS", default_value_t = 0)]
+        #[arg(long, value_name = "MS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=common::cli::MAX_MS))]
         delay: u64,
         /// Exit after serving this many datagrams (default: serve until stopped).
         #[arg(long, value_name = "N")]
@@ -100,7 +102,7 @@ enum Command {
         server: Endpoint,
         /// How long to wait for the reply to each attempt, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 500,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         timeout: u64,
         /// How many times to send a request again after a timeout.
         #[arg(long, default_value_t = 10)]
@@ -129,7 +131,7 @@ enum Command {
         operations: u64,
         /// The client's timeout per attempt, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 20,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         timeout: u64,
         /// The relay's seed (the same seed gives the same faults for the same traffic).
         #[arg(long, default_value_t = 6)]

@@ -168,3 +168,27 @@ fn a_port_in_use_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn waits_longer_than_an_hour_are_refused_in_one_line() {
+    // common::cli::MAX_MS: a larger wait is a typo, and `Instant + timeout` can overflow (a
+    // panic) where it does not fit the platform's clock.
+    for args in [
+        &["server", "--idle-timeout", "3600001"][..],
+        &["server", "--message-timeout", "3600001"],
+        &["client", "--server", "127.0.0.1:9", "--timeout", "3600001", "hi"],
+    ] {
+        let out = bin().args(args).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: clap's usage error status; {err}"
+        );
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: invalid value") && first.contains("..=3600000"),
+            "{args:?}: one line naming the range; {err}"
+        );
+    }
+}

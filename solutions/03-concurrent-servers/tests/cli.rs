@@ -101,6 +101,9 @@ fn bench_rejects_bad_values_in_one_line() {
         ["--clients", "0"],
         ["--size", "1"],
         ["--duration-limit", "soon"],
+        ["--duration-limit", "61m"],
+        // 307445734561825861 minutes overflow a u64 of milliseconds: an error, not a panic.
+        ["--duration-limit", "307445734561825861m"],
         ["--timeout", "0"],
     ] {
         let out = bin()
@@ -261,4 +264,28 @@ fn table_and_plot_show_every_run() {
     let svg = std::fs::read_to_string(&path).expect("svg");
     assert!(svg.starts_with("<svg") && svg.contains("iterative") && svg.contains("thread"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn waits_longer_than_an_hour_are_refused_in_one_line() {
+    // common::cli::MAX_MS: a larger wait is a typo, and `Instant + timeout` can overflow (a
+    // panic) where it does not fit the platform's clock.
+    for args in [
+        &["server", "--model", "thread", "--idle-timeout", "3600001"][..],
+        &["server", "--model", "fork", "--message-timeout", "3600001"],
+        &["bench", "--server", "127.0.0.1:7896", "--timeout", "3600001"],
+    ] {
+        let out = bin().args(args).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: clap's usage error status; {err}"
+        );
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: invalid value") && first.contains("..=3600000"),
+            "{args:?}: one line naming the range; {err}"
+        );
+    }
 }

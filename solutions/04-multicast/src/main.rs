@@ -112,7 +112,7 @@ struct ReceivingArgs {
     count: u64,
     /// The longest wait for each datagram, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
     timeout: u64,
 }
 

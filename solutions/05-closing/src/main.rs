@@ -79,13 +79,13 @@ enum Command {
         drain: u64,
         /// Close a connection whose client stays silent this long, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         idle_timeout: u64,
         /// Close a connection whose upload takes longer than this to arrive complete and be
         /// answered, in milliseconds: bounds a client that trickles its request (each read within
         /// the idle timeout). The drain after the reply is not counted; --drain bounds it.
         #[arg(long, value_name = "MS", default_value_t = lab::DEFAULT_MESSAGE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         message_timeout: u64,
         /// The longest request accepted, in bytes; a longer one is refused (and drained).
         #[arg(long, value_name = "BYTES", default_value_t = lab::DEFAULT_MAX_BYTES)]
@@ -107,7 +107,7 @@ enum Command {
         file: Option<PathBuf>,
         /// How long to wait to connect, and for each write and read, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 5000,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS))]
         timeout: u64,
     },
     /// (For `experiment process-exit`.) Connect, say hello, and wait to be killed.

@@ -131,14 +131,16 @@ pub struct RelayArgs {
     /// both ways.
     #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = probability)]
     pub reorder: f64,
-    /// Delay added to every datagram, in milliseconds.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
+    /// Delay added to every datagram, in milliseconds (at most an hour).
+    #[arg(long, default_value_t = 0, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=common::cli::MAX_MS))]
     pub delay: u64,
     /// Seed of the fault generator: the same seed replays the same faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Stop after this many seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    /// Stop after this many seconds (at most an hour).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=common::cli::MAX_MS / 1000))]
     pub duration: u64,
 }
 
@@ -198,5 +200,28 @@ fn probability(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!("`{text}` is not a probability between 0 and 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_delays_and_durations_over_an_hour_are_refused() {
+        let relay = |extra: &[&str]| {
+            let mut args = vec!["cargo-lab", "relay", "--server", "127.0.0.1:6789"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        assert!(relay(&["--delay", "3600000", "--duration", "3600"]).is_ok());
+        for extra in [
+            &["--delay", "3600001"][..],
+            &["--duration", "3601"],
+            &["--duration", "0"],
+        ] {
+            let err = relay(extra).expect_err("out of range");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{extra:?}");
+        }
     }
 }
