@@ -272,6 +272,68 @@ pub fn run_within(bin: &str, args: &[&str], limit: Duration) -> Output {
     }
 }
 
+/// Runs `bin` with `args`, which it must refuse before doing anything else: it exits with
+/// `code` (2 is clap's usage error) within 10 s, and the first line of its stderr holds `says`.
+/// For the tests of a lab's command line (`solutions/NN-slug/tests/cli.rs`).
+///
+/// # Panics
+/// When it runs on, exits with another status, or says something else first; the message
+/// gives the arguments and the whole stderr.
+pub fn assert_refused(bin: &str, args: &[&str], code: i32, says: &str) {
+    let out = run_within(bin, args, Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: the exit status; stderr: {err}"
+    );
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(says),
+        "{args:?}: the first line of stderr should hold {says:?}; stderr: {err}"
+    );
+}
+
+/// Runs `bin` with `args` (a request for help, such as `["server", "--help"]`), which must
+/// succeed within 10 s and print every one of `mentions` on stdout. For the tests of a lab's
+/// command line: an option, a default (`[default: 6790]`) or a lesson word the help must show.
+///
+/// # Panics
+/// When it fails or runs on, or when some mentions are missing; the message lists those missing
+/// and the whole help text.
+pub fn assert_help_mentions(bin: &str, args: &[&str], mentions: &[&str]) {
+    let out = run_within(bin, args, Duration::from_secs(10));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: should succeed, but {}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let missing: Vec<&str> = mentions.iter().copied().filter(|m| !help.contains(m)).collect();
+    assert!(
+        missing.is_empty(),
+        "{args:?}: the help should mention {missing:?}; it printed:\n{help}"
+    );
+}
+
+/// Runs `bin --version`, which must succeed within 10 s and print one line: the program's name
+/// (the file name of `bin`, which clap takes from the package) and `version` (pass
+/// `env!("CARGO_PKG_VERSION")`).
+///
+/// # Panics
+/// When it fails, runs on or prints anything else; the message quotes what it printed.
+pub fn assert_version(bin: &str, version: &str) {
+    let out = run_within(bin, &["--version"], Duration::from_secs(10));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("{} {version}\n", short_name(bin));
+    assert!(
+        out.status.success() && printed == expected,
+        "`--version` should print {expected:?} and succeed; it printed {printed:?} and {}",
+        out.status
+    );
+}
+
 /// Whether `e` is what a socket read timeout produces (`WouldBlock` on Unix, `TimedOut` on Windows).
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)

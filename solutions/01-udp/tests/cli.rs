@@ -4,43 +4,45 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
-use predicates::prelude::*;
+use common::testing::{assert_help_mentions, assert_refused, assert_version};
+
+const BIN: &str = env!("CARGO_BIN_EXE_solution01-udp");
 
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_solution01-udp"));
+    let mut cmd = Command::new(BIN);
     cmd.timeout(Duration::from_secs(10));
     cmd
 }
 
 #[test]
 fn help_teaches_the_subcommands_and_options() {
-    bin()
-        .arg("--help")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("server").and(predicate::str::contains("client")));
-    bin().args(["server", "--help"]).assert().success().stdout(
-        predicate::str::contains("--port")
-            .and(predicate::str::contains("[default: 6789]"))
-            .and(predicate::str::contains("--buffer"))
-            .and(predicate::str::contains("[default: 1000]"))
-            .and(predicate::str::contains("--max-requests")),
+    assert_help_mentions(BIN, &["--help"], &["server", "client"]);
+    assert_help_mentions(
+        BIN,
+        &["server", "--help"],
+        &[
+            "--port",
+            "[default: 6789]",
+            "--buffer",
+            "[default: 1000]",
+            "--max-requests",
+        ],
     );
-    bin().args(["client", "--help"]).assert().success().stdout(
-        predicate::str::contains("--timeout <MS>")
-            .and(predicate::str::contains("[default: 1000]"))
-            .and(predicate::str::contains("--retries"))
-            .and(predicate::str::contains("[default: 65507]")),
+    assert_help_mentions(
+        BIN,
+        &["client", "--help"],
+        &[
+            "--timeout <MS>",
+            "[default: 1000]",
+            "--retries",
+            "[default: 65507]",
+        ],
     );
 }
 
 #[test]
 fn version_is_printed() {
-    bin()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with("solution01-udp "));
+    assert_version(BIN, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -93,17 +95,10 @@ fn a_port_in_use_is_one_clear_line() {
 fn waits_longer_than_an_hour_are_refused_in_one_line() {
     // common::cli::MAX_MS: a larger wait is a typo, and `Instant + timeout` can overflow (a
     // panic) where it does not fit the platform's clock.
-    let args = &["client", "--server", "127.0.0.1:9", "--timeout", "3600001", "hi"];
-    let out = bin().args(args).output().expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: clap's usage error status; {err}"
-    );
-    let first = err.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("error: invalid value") && first.contains("..=3600000"),
-        "{args:?}: one line naming the range; {err}"
+    assert_refused(
+        env!("CARGO_BIN_EXE_solution01-udp"),
+        &["client", "--server", "127.0.0.1:9", "--timeout", "3600001", "hi"],
+        2,
+        "..=3600000",
     );
 }

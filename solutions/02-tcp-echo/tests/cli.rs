@@ -4,52 +4,55 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
+use common::testing::{assert_help_mentions, assert_refused, assert_version};
 use predicates::prelude::*;
 
+const BIN: &str = env!("CARGO_BIN_EXE_solution02-tcp-echo");
+
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_solution02-tcp-echo"));
+    let mut cmd = Command::new(BIN);
     cmd.timeout(Duration::from_secs(10));
     cmd
 }
 
 #[test]
 fn help_teaches_the_subcommands_and_options() {
-    bin()
-        .arg("--help")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("server").and(predicate::str::contains("client")));
-    bin().args(["server", "--help"]).assert().success().stdout(
-        predicate::str::contains("--port")
-            .and(predicate::str::contains("[default: 7896]"))
-            .and(predicate::str::contains("--framing <FRAMING>"))
-            .and(predicate::str::contains("writeUTF"))
-            .and(predicate::str::contains("--max-line <BYTES>"))
-            .and(predicate::str::contains("[default: 65536]"))
-            .and(predicate::str::contains("--idle-timeout <MS>"))
-            .and(predicate::str::contains("[default: 10000]"))
-            .and(predicate::str::contains("--message-timeout <MS>"))
-            .and(predicate::str::contains("[default: 30000]"))
-            .and(predicate::str::contains("--uppercase"))
-            .and(predicate::str::contains("--max-connections")),
+    assert_help_mentions(BIN, &["--help"], &["server", "client"]);
+    assert_help_mentions(
+        BIN,
+        &["server", "--help"],
+        &[
+            "--port",
+            "[default: 7896]",
+            "--framing <FRAMING>",
+            "writeUTF",
+            "--max-line <BYTES>",
+            "[default: 65536]",
+            "--idle-timeout <MS>",
+            "[default: 10000]",
+            "--message-timeout <MS>",
+            "[default: 30000]",
+            "--uppercase",
+            "--max-connections",
+        ],
     );
-    bin().args(["client", "--help"]).assert().success().stdout(
-        predicate::str::contains("--timeout <MS>")
-            .and(predicate::str::contains("[default: 5000]"))
-            .and(predicate::str::contains("half-close"))
-            .and(predicate::str::contains("--max-reply <BYTES>"))
-            .and(predicate::str::contains("[default: 16777216]"))
-            .and(predicate::str::contains("<MESSAGES>...")),
+    assert_help_mentions(
+        BIN,
+        &["client", "--help"],
+        &[
+            "--timeout <MS>",
+            "[default: 5000]",
+            "half-close",
+            "--max-reply <BYTES>",
+            "[default: 16777216]",
+            "<MESSAGES>...",
+        ],
     );
 }
 
 #[test]
 fn version_is_printed() {
-    bin()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with("solution02-tcp-echo "));
+    assert_version(BIN, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -178,17 +181,6 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
         &["server", "--message-timeout", "3600001"],
         &["client", "--server", "127.0.0.1:9", "--timeout", "3600001", "hi"],
     ] {
-        let out = bin().args(args).output().expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: clap's usage error status; {err}"
-        );
-        let first = err.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("error: invalid value") && first.contains("..=3600000"),
-            "{args:?}: one line naming the range; {err}"
-        );
+        assert_refused(env!("CARGO_BIN_EXE_solution02-tcp-echo"), args, 2, "..=3600000");
     }
 }

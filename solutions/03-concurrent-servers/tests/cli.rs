@@ -6,56 +6,58 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use assert_cmd::Command;
-use common::testing::{ServerThread, tcp_listener};
+use common::testing::{ServerThread, assert_help_mentions, assert_refused, assert_version, tcp_listener};
 use predicates::prelude::*;
 use solution03_concurrent_servers::bench::{self, BenchConfig, request_line};
 use solution03_concurrent_servers::plot::{self, Run};
 
 /// The binary. No `timeout()`: assert_cmd's would install a SIGCHLD handler, which interrupts
 /// the socket reads of the other tests here (every command run here ends on its own).
+const BIN: &str = env!("CARGO_BIN_EXE_solution03-concurrent-servers");
+
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_solution03-concurrent-servers"))
+    Command::new(BIN)
 }
 
 #[test]
 fn help_teaches_the_subcommands_and_options() {
-    bin().arg("--help").assert().success().stdout(
-        predicate::str::contains("server")
-            .and(predicate::str::contains("bench"))
-            .and(predicate::str::contains("bench-plot")),
+    assert_help_mentions(BIN, &["--help"], &["server", "bench", "bench-plot"]);
+    assert_help_mentions(
+        BIN,
+        &["server", "--help"],
+        &[
+            "--model <MODEL>",
+            "iterative",
+            "[default: 7896]",
+            "--max-clients <N>",
+            "[default: 64]",
+            "backlog",
+            "--idle-timeout <MS>",
+            "--message-timeout <MS>",
+            "[default: 30000]",
+            "trickles",
+        ],
     );
-    bin().args(["server", "--help"]).assert().success().stdout(
-        predicate::str::contains("--model <MODEL>")
-            .and(predicate::str::contains("iterative"))
-            .and(predicate::str::contains("[default: 7896]"))
-            .and(predicate::str::contains("--max-clients <N>"))
-            .and(predicate::str::contains("[default: 64]"))
-            .and(predicate::str::contains("backlog"))
-            .and(predicate::str::contains("--idle-timeout <MS>"))
-            .and(predicate::str::contains("--message-timeout <MS>"))
-            .and(predicate::str::contains("[default: 30000]"))
-            .and(predicate::str::contains("trickles")),
-    );
-    bin().args(["bench", "--help"]).assert().success().stdout(
-        predicate::str::contains("--clients <CLIENTS>")
-            .and(predicate::str::contains("[default: 8]"))
-            .and(predicate::str::contains("--requests <REQUESTS>"))
-            .and(predicate::str::contains("[default: 1000]"))
-            .and(predicate::str::contains("--size <BYTES>"))
-            .and(predicate::str::contains("--connect-per-request"))
-            .and(predicate::str::contains("--duration-limit <DURATION>"))
-            .and(predicate::str::contains("[default: 30s]"))
-            .and(predicate::str::contains("--json")),
+    assert_help_mentions(
+        BIN,
+        &["bench", "--help"],
+        &[
+            "--clients <CLIENTS>",
+            "[default: 8]",
+            "--requests <REQUESTS>",
+            "[default: 1000]",
+            "--size <BYTES>",
+            "--connect-per-request",
+            "--duration-limit <DURATION>",
+            "[default: 30s]",
+            "--json",
+        ],
     );
 }
 
 #[test]
 fn version_is_printed() {
-    bin()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with("solution03-concurrent-servers "));
+    assert_version(BIN, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -275,17 +277,11 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
         &["server", "--model", "fork", "--message-timeout", "3600001"],
         &["bench", "--server", "127.0.0.1:7896", "--timeout", "3600001"],
     ] {
-        let out = bin().args(args).output().expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: clap's usage error status; {err}"
-        );
-        let first = err.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("error: invalid value") && first.contains("..=3600000"),
-            "{args:?}: one line naming the range; {err}"
+        assert_refused(
+            env!("CARGO_BIN_EXE_solution03-concurrent-servers"),
+            args,
+            2,
+            "..=3600000",
         );
     }
 }

@@ -4,32 +4,35 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
+use common::testing::{assert_help_mentions, assert_refused, assert_version};
 use predicates::prelude::*;
 
+const BIN: &str = env!("CARGO_BIN_EXE_solution04-multicast");
+
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_solution04-multicast"));
+    let mut cmd = Command::new(BIN);
     cmd.timeout(Duration::from_secs(10));
     cmd
 }
 
 #[test]
 fn help_teaches_the_subcommands_and_options() {
-    bin().arg("--help").assert().success().stdout(
-        predicate::str::contains("peer")
-            .and(predicate::str::contains("listen"))
-            .and(predicate::str::contains("send")),
-    );
-    bin().args(["peer", "--help"]).assert().success().stdout(
-        predicate::str::contains("--group")
-            .and(predicate::str::contains("[default: 6789]"))
-            .and(predicate::str::contains("[default: 127.0.0.1]"))
-            .and(predicate::str::contains("--ttl"))
-            .and(predicate::str::contains("--no-loopback"))
-            .and(predicate::str::contains("--count"))
-            .and(predicate::str::contains("[default: 3]"))
-            .and(predicate::str::contains("--timeout <MS>"))
-            .and(predicate::str::contains("[default: 5000]"))
-            .and(predicate::str::contains("--wait <MS>")),
+    assert_help_mentions(BIN, &["--help"], &["peer", "listen", "send"]);
+    assert_help_mentions(
+        BIN,
+        &["peer", "--help"],
+        &[
+            "--group",
+            "[default: 6789]",
+            "[default: 127.0.0.1]",
+            "--ttl",
+            "--no-loopback",
+            "--count",
+            "[default: 3]",
+            "--timeout <MS>",
+            "[default: 5000]",
+            "--wait <MS>",
+        ],
     );
     bin()
         .args(["listen", "--help"])
@@ -45,11 +48,7 @@ fn help_teaches_the_subcommands_and_options() {
 
 #[test]
 fn version_is_printed() {
-    bin()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with("solution04-multicast "));
+    assert_version(BIN, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -78,17 +77,10 @@ fn values_clap_refuses_are_usage_errors() {
 fn waits_longer_than_an_hour_are_refused_in_one_line() {
     // common::cli::MAX_MS: a larger wait is a typo, and `Instant + timeout` can overflow (a
     // panic) where it does not fit the platform's clock.
-    let args = &["listen", "--group", "239.255.0.1", "--timeout", "3600001"];
-    let out = bin().args(args).output().expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: clap's usage error status; {err}"
-    );
-    let first = err.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("error: invalid value") && first.contains("..=3600000"),
-        "{args:?}: one line naming the range; {err}"
+    assert_refused(
+        env!("CARGO_BIN_EXE_solution04-multicast"),
+        &["listen", "--group", "239.255.0.1", "--timeout", "3600001"],
+        2,
+        "..=3600000",
     );
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
-use common::testing::{ServerProcess, run_within};
+use common::testing::{ServerProcess, assert_help_mentions, assert_refused, assert_version, run_within};
 use predicates::prelude::*;
 use solution05_closing::{Reply, Summary, Tally};
 
@@ -36,33 +36,32 @@ fn help_teaches_the_subcommands_and_options() {
         .assert()
         .success()
         .stdout(experiment);
-    bin().args(["server", "--help"]).assert().success().stdout(
-        predicate::str::contains("[default: 7896]")
-            .and(predicate::str::contains("--drain <MS>"))
-            .and(predicate::str::contains("[default: 2000]"))
-            .and(predicate::str::contains("--idle-timeout <MS>"))
-            .and(predicate::str::contains("[default: 10000]"))
-            .and(predicate::str::contains("--message-timeout <MS>"))
-            .and(predicate::str::contains("[default: 30000]"))
-            .and(predicate::str::contains("--max-bytes <BYTES>"))
-            .and(predicate::str::contains("[default: 1073741824]"))
-            .and(predicate::str::contains("--max-connections")),
+    assert_help_mentions(
+        BIN,
+        &["server", "--help"],
+        &[
+            "[default: 7896]",
+            "--drain <MS>",
+            "[default: 2000]",
+            "--idle-timeout <MS>",
+            "[default: 10000]",
+            "--message-timeout <MS>",
+            "[default: 30000]",
+            "--max-bytes <BYTES>",
+            "[default: 1073741824]",
+            "--max-connections",
+        ],
     );
-    bin().args(["client", "--help"]).assert().success().stdout(
-        predicate::str::contains("--file <PATH>")
-            .and(predicate::str::contains("half-close"))
-            .and(predicate::str::contains("--timeout <MS>"))
-            .and(predicate::str::contains("[default: 5000]")),
+    assert_help_mentions(
+        BIN,
+        &["client", "--help"],
+        &["--file <PATH>", "half-close", "--timeout <MS>", "[default: 5000]"],
     );
 }
 
 #[test]
 fn version_is_printed() {
-    bin()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with("solution05-closing "));
+    assert_version(BIN, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -184,17 +183,6 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
         &["server", "--message-timeout", "3600001"],
         &["client", "--server", "127.0.0.1:9", "--timeout", "3600001"],
     ] {
-        let out = bin().args(args).output().expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: clap's usage error status; {err}"
-        );
-        let first = err.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("error: invalid value") && first.contains("..=3600000"),
-            "{args:?}: one line naming the range; {err}"
-        );
+        assert_refused(env!("CARGO_BIN_EXE_solution05-closing"), args, 2, "..=3600000");
     }
 }

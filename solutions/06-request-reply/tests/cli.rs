@@ -2,69 +2,51 @@
 //! skeleton too, so they live with the solution, not in the grading suite (which runs the
 //! server and the client end to end).
 
-use std::time::Duration;
+use common::testing::{assert_help_mentions, assert_refused, assert_version};
 
-use assert_cmd::Command;
-use predicates::prelude::*;
+const BIN: &str = env!("CARGO_BIN_EXE_solution06-request-reply");
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_solution06-request-reply"));
-    cmd.timeout(Duration::from_secs(10));
-    cmd
-}
-
-/// Runs `args`, which must be refused before anything is sent: clap's usage error status (2)
-/// or the client's own refusal (1), and a first line holding `says`.
+/// `args` must be refused before anything is sent: clap's usage error status (2) or the
+/// client's own refusal (1), with a first line that holds `says`.
 fn refused(args: &[&str], code: i32, says: &str) {
-    let out = bin().args(args).output().expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{args:?}: exit status; stderr: {err}"
-    );
-    let first = err.lines().next().unwrap_or_default();
-    assert!(
-        first.contains(says),
-        "{args:?}: the first line should say {says:?}; stderr: {err}"
-    );
+    assert_refused(BIN, args, code, says);
 }
 
 #[test]
 fn help_teaches_the_subcommands_and_options() {
-    bin().arg("--help").assert().success().stdout(
-        predicate::str::contains("server")
-            .and(predicate::str::contains("client"))
-            .and(predicate::str::contains("experiment")),
+    assert_help_mentions(BIN, &["--help"], &["server", "client", "experiment"]);
+    assert_help_mentions(
+        BIN,
+        &["server", "--help"],
+        &[
+            "[default: 6790]",
+            "at-least-once",
+            "at-most-once",
+            "--history-size <ENTRIES>",
+            "[default: 1024]",
+            "--history-ttl <MS>",
+            "[default: 60000]",
+            "--delay <MS>",
+            "--max-requests",
+        ],
     );
-    bin().args(["server", "--help"]).assert().success().stdout(
-        predicate::str::contains("[default: 6790]")
-            .and(predicate::str::contains("at-least-once"))
-            .and(predicate::str::contains("at-most-once"))
-            .and(predicate::str::contains("--history-size <ENTRIES>"))
-            .and(predicate::str::contains("[default: 1024]"))
-            .and(predicate::str::contains("--history-ttl <MS>"))
-            .and(predicate::str::contains("[default: 60000]"))
-            .and(predicate::str::contains("--delay <MS>"))
-            .and(predicate::str::contains("--max-requests")),
-    );
-    bin().args(["client", "--help"]).assert().success().stdout(
-        predicate::str::contains("--timeout <MS>")
-            .and(predicate::str::contains("[default: 500]"))
-            .and(predicate::str::contains("--retries"))
-            .and(predicate::str::contains("[default: 10]"))
-            .and(predicate::str::contains("--count <K>"))
-            .and(predicate::str::contains("not idempotent")),
+    assert_help_mentions(
+        BIN,
+        &["client", "--help"],
+        &[
+            "--timeout <MS>",
+            "[default: 500]",
+            "--retries",
+            "[default: 10]",
+            "--count <K>",
+            "not idempotent",
+        ],
     );
 }
 
 #[test]
 fn version_is_printed() {
-    bin()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with("solution06-request-reply "));
+    assert_version(BIN, env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
