@@ -181,6 +181,6 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
         &["server", "--message-timeout", "3600001"],
         &["client", "--server", "127.0.0.1:9", "--timeout", "3600001", "hi"],
     ] {
-        assert_refused(env!("CARGO_BIN_EXE_solution02-tcp-echo"), args, 2, "..=3600000");
+        assert_refused(BIN, args, 2, "..=3600000");
     }
 }

@@ -277,11 +277,6 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
         &["server", "--model", "fork", "--message-timeout", "3600001"],
         &["bench", "--server", "127.0.0.1:7896", "--timeout", "3600001"],
     ] {
-        assert_refused(
-            env!("CARGO_BIN_EXE_solution03-concurrent-servers"),
-            args,
-            2,
-            "..=3600000",
-        );
+        assert_refused(BIN, args, 2, "..=3600000");
     }
 }

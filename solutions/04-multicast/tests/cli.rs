@@ -78,7 +78,7 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
     // common::cli::MAX_MS: a larger wait is a typo, and `Instant + timeout` can overflow (a
     // panic) where it does not fit the platform's clock.
     assert_refused(
-        env!("CARGO_BIN_EXE_solution04-multicast"),
+        BIN,
         &["listen", "--group", "239.255.0.1", "--timeout", "3600001"],
         2,
         "..=3600000",

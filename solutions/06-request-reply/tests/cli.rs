@@ -6,12 +6,6 @@ use common::testing::{assert_help_mentions, assert_refused, assert_version};
 
 const BIN: &str = env!("CARGO_BIN_EXE_solution06-request-reply");
 
-/// `args` must be refused before anything is sent: clap's usage error status (2) or the
-/// client's own refusal (1), with a first line that holds `says`.
-fn refused(args: &[&str], code: i32, says: &str) {
-    assert_refused(BIN, args, code, says);
-}
-
 #[test]
 fn help_teaches_the_subcommands_and_options() {
     assert_help_mentions(BIN, &["--help"], &["server", "client", "experiment"]);
@@ -51,25 +45,29 @@ fn version_is_printed() {
 
 #[test]
 fn bad_values_are_one_clear_line() {
-    refused(&["server", "--semantics", "exactly-once"], 2, "exactly-once");
-    refused(&["server", "--history-size", "0"], 2, "--history-size");
-    refused(&["server", "--history-ttl", "0"], 2, "--history-ttl");
-    refused(
+    assert_refused(BIN, &["server", "--semantics", "exactly-once"], 2, "exactly-once");
+    assert_refused(BIN, &["server", "--history-size", "0"], 2, "--history-size");
+    assert_refused(BIN, &["server", "--history-ttl", "0"], 2, "--history-ttl");
+    assert_refused(
+        BIN,
         &["client", "--server", "127.0.0.1:9", "--timeout", "0", "get"],
         2,
         "--timeout",
     );
-    refused(
+    assert_refused(
+        BIN,
         &["client", "--server", "127.0.0.1:9", "--count", "0", "get"],
         2,
         "--count",
     );
-    refused(
+    assert_refused(
+        BIN,
         &["client", "--server", "127.0.0.1:9", "multiply", "2"],
         2,
         "multiply",
     );
-    refused(
+    assert_refused(
+        BIN,
         &["client", "--server", "127.0.0.1:port", "get"],
         2,
         "127.0.0.1:port",
@@ -78,12 +76,15 @@ fn bad_values_are_one_clear_line() {
 
 #[test]
 fn an_operation_with_a_missing_or_extra_argument_is_refused_before_sending() {
-    refused(
+    // The client's own check, not clap's: status 1, before any datagram goes out.
+    assert_refused(
+        BIN,
         &["client", "--server", "127.0.0.1:9", "add"],
         1,
         "add needs an argument",
     );
-    refused(
+    assert_refused(
+        BIN,
         &["client", "--server", "127.0.0.1:9", "get", "5"],
         1,
         "get takes no argument",
@@ -100,6 +101,6 @@ fn waits_longer_than_an_hour_are_refused_in_one_line() {
         &["client", "--server", "127.0.0.1:9", "--timeout", "3600001", "get"],
         &["experiment", "--timeout", "3600001"],
     ] {
-        refused(args, 2, "..=3600000");
+        assert_refused(BIN, args, 2, "..=3600000");
     }
 }
