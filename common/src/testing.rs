@@ -273,8 +273,9 @@ pub fn run_within(bin: &str, args: &[&str], limit: Duration) -> Output {
 }
 
 /// Runs `bin` with `args`, which it must refuse before doing anything else: it exits with
-/// `code` (2 is clap's usage error) within 10 s, and the first line of its stderr holds `says`.
-/// For the tests of a lab's command line (`solutions/NN-slug/tests/cli.rs`).
+/// `code` (2 is clap's usage error) within 10 s, and the first line of its stderr is an error
+/// (`error: ...` from clap, `Error: ...` from anyhow) that holds `says`. For the tests of a
+/// lab's command line (`solutions/NN-slug/tests/cli.rs`).
 ///
 /// # Panics
 /// When it runs on, exits with another status, or says something else first; the message
@@ -289,8 +290,8 @@ pub fn assert_refused(bin: &str, args: &[&str], code: i32, says: &str) {
     );
     let first = err.lines().next().unwrap_or_default();
     assert!(
-        first.contains(says),
-        "{args:?}: the first line of stderr should hold {says:?}; stderr: {err}"
+        first.to_ascii_lowercase().starts_with("error: ") && first.contains(says),
+        "{args:?}: the first line of stderr should be an error that holds {says:?}; stderr: {err}"
     );
 }
 

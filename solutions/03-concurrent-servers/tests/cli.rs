@@ -11,10 +11,10 @@ use predicates::prelude::*;
 use solution03_concurrent_servers::bench::{self, BenchConfig, request_line};
 use solution03_concurrent_servers::plot::{self, Run};
 
-/// The binary. No `timeout()`: assert_cmd's would install a SIGCHLD handler, which interrupts
-/// the socket reads of the other tests here (every command run here ends on its own).
 const BIN: &str = env!("CARGO_BIN_EXE_solution03-concurrent-servers");
 
+/// The binary. No `timeout()`: assert_cmd's would install a SIGCHLD handler, which interrupts
+/// the socket reads of the other tests here (every command run here ends on its own).
 fn bin() -> Command {
     Command::new(BIN)
 }
